@@ -1,0 +1,5 @@
+import sys
+
+from profila.cli import main
+
+sys.exit(main())

@@ -1,0 +1,112 @@
+"""Symbolised samples -> Profile, counted as they arrive so memory stays flat on long runs.
+
+Memory grows with the number of distinct source lines and threads, never with run length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+from profila.model import (
+    SAMPLE_CLASSES,
+    FunctionCounts,
+    LineCounts,
+    Profile,
+    SourceFingerprint,
+    ThreadCounts,
+)
+from profila.symbols.frames import Sample, SampleKind
+
+_LineKey = tuple[str, int, str]  # file, line, function
+_FunctionKey = tuple[str, str]  # file, function
+
+
+class Aggregator:
+    """Counts samples by class, by line (self/total) and by function (self/total)."""
+
+    def __init__(self, rate_hz: float) -> None:
+        self.rate_hz = rate_hz
+        self.classes: Counter[str] = Counter()
+        self.line_self: Counter[_LineKey] = Counter()
+        self.line_total: Counter[_LineKey] = Counter()
+        self.function_self: Counter[_FunctionKey] = Counter()
+        self.function_total: Counter[_FunctionKey] = Counter()
+        self.thread_samples: Counter[int] = Counter()
+        self._idle_ns: Counter[int] = Counter()
+
+    def add(self, sample: Sample) -> None:
+        self.classes[sample.kind.value] += 1
+        self.thread_samples[sample.tid] += 1
+        if sample.kind is not SampleKind.NUMBA or not sample.frames:
+            return
+        innermost = sample.frames[0]
+        self.line_self[(innermost.file, innermost.line, innermost.function)] += 1
+        self.function_self[(innermost.file, innermost.function)] += 1
+        # Recursion and repeated inlining put a line on the stack more than once: count it once.
+        for key in {(f.file, f.line, f.function) for f in sample.frames}:
+            self.line_total[key] += 1
+        for fkey in {(f.file, f.function) for f in sample.frames}:
+            self.function_total[fkey] += 1
+
+    def add_idle(self, tid: int, duration_ns: int) -> None:
+        """A thread spent ``duration_ns`` blocked or sleeping: idle ticks at the sampling rate."""
+        self._idle_ns[tid] += max(0, duration_ns)
+
+    def add_bad(self, count: int, tid: int = 0) -> None:
+        self.classes[SampleKind.BAD.value] += count
+        if tid:
+            self.thread_samples[tid] += count
+
+    def _idle_ticks(self) -> Counter[int]:
+        return Counter(
+            {tid: round(ns * self.rate_hz / 1e9) for tid, ns in self._idle_ns.items()}
+        )
+
+    def profile(
+        self,
+        *,
+        command: list[str],
+        duration_s: float,
+        exit_code: int | None,
+        debuginfo: str,
+        sampler: str,
+    ) -> Profile:
+        idle = self._idle_ticks()
+        samples = {k: self.classes.get(k, 0) for k in SAMPLE_CLASSES}
+        samples["idle"] += sum(idle.values())
+        samples["total"] = sum(samples[k] for k in SAMPLE_CLASSES)
+        lines = [
+            LineCounts(*key, self=self.line_self.get(key, 0), total=total)
+            for key, total in self.line_total.items()
+        ]
+        lines.sort(key=lambda x: (x.file, x.line, x.function))
+        functions = [
+            FunctionCounts(*key, self=self.function_self.get(key, 0), total=total)
+            for key, total in self.function_total.items()
+        ]
+        functions.sort(key=lambda f: (-f.total, f.file, f.function))
+        tids = sorted(set(self.thread_samples) | set(idle))
+        threads = [ThreadCounts(t, self.thread_samples.get(t, 0), idle.get(t, 0)) for t in tids]
+        sources = {path: fingerprint(path) for path in sorted({x.file for x in lines})}
+        return Profile(
+            command=command,
+            rate_hz=self.rate_hz,
+            duration_s=duration_s,
+            exit_code=exit_code,
+            debuginfo=debuginfo,
+            sampler=sampler,
+            samples=samples,
+            lines=lines,
+            functions=functions,
+            threads=threads,
+            sources=sources,
+        )
+
+
+def fingerprint(path: str) -> SourceFingerprint:
+    try:
+        return SourceFingerprint(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    except OSError:
+        return SourceFingerprint(None)

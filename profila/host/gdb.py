@@ -1,0 +1,135 @@
+"""Starting gdb as the target's host and talking to it (see gdb_side.py for the other end).
+
+gdb runs in its own session with no terminal, no init files (-nx) and no shell; its output is a
+pipe that only profila reads. The target never shares a file descriptor with gdb.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from profila.errors import EnvironmentProblem, ProfilaError
+
+GDB_SIDE = Path(__file__).with_name("gdb_side.py")
+MARK = "@@profila "
+
+
+def find_gdb(requested: str | None = None) -> str:
+    """The gdb to use: ``requested``, $PROFILA_GDB, or gdb on PATH. Checks it runs Python."""
+    name = requested or os.environ.get("PROFILA_GDB") or "gdb"
+    path = shutil.which(name)
+    if path is None:
+        raise EnvironmentProblem(
+            f"gdb not found ({name!r}): install it (e.g. `apt-get install gdb`) "
+            "or point --gdb / PROFILA_GDB at it"
+        )
+    try:
+        probe = subprocess.run(
+            [path, "-nx", "-batch", "-ex", "python print('profila-python-ok')"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentProblem(f"gdb at {path} does not run ({exc}): reinstall gdb") from exc
+    if b"profila-python-ok" not in probe.stdout:
+        raise EnvironmentProblem(
+            f"gdb at {path} cannot run Python scripts: install a gdb built with Python "
+            "(Debian/Ubuntu: apt-get install gdb)"
+        )
+    return path
+
+
+class GdbHost:
+    """gdb attached to the held target; reports when the target reaches exit_group."""
+
+    def __init__(self, gdb_path: str, pid: int) -> None:
+        ack_read, self._ack_write = os.pipe()
+        env = dict(os.environ, PROFILA_TARGET_PID=str(pid), PROFILA_ACK_FD=str(ack_read))
+        env.pop("PYTHONPATH", None)  # gdb's embedded Python is not the target's Python
+        env.pop("PYTHONHOME", None)
+        self._proc = subprocess.Popen(
+            [gdb_path, "-nx", "-q", "-batch", "-x", str(GDB_SIDE)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(ack_read,),
+            env=env,
+            start_new_session=True,  # the terminal's Ctrl-C is for the target, not for gdb
+        )
+        os.close(ack_read)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._log: list[str] = []  # gdb's own output, kept for error messages
+        threading.Thread(target=self._read_output, name="profila-gdb-output", daemon=True).start()
+        self.exiting = False
+
+    def _read_output(self) -> None:
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            self._lines.put(raw.decode(errors="replace").rstrip("\n"))
+        self._lines.put(None)
+
+    def _next_mark(self, timeout: float) -> str | None:
+        """The next protocol line from gdb, or None on timeout or when gdb has gone."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = self._lines.get(timeout=remaining) if remaining > 0 else self._lines.get_nowait()
+            except queue.Empty:
+                return None
+            if line is None:
+                self._lines.put(None)  # stay at end-of-output for later callers
+                return None
+            if line.startswith(MARK):
+                return line[len(MARK) :]
+            self._log.append(line)
+            del self._log[:-50]
+
+    def wait_attached(self, timeout: float = 60.0) -> None:
+        mark = self._next_mark(timeout)
+        if mark == "attached":
+            return
+        detail = mark[len("error ") :] if mark and mark.startswith("error ") else None
+        raise attach_error(detail or " ".join(self._log[-3:]) or "no answer from gdb")
+
+    def poll_exiting(self) -> bool:
+        """True once the target is held at its exit_group (call release_exit() after)."""
+        if not self.exiting and self._next_mark(0) == "exiting":
+            self.exiting = True
+        return self.exiting
+
+    def release_exit(self) -> None:
+        try:
+            os.write(self._ack_write, b"k")
+        except OSError:
+            pass
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Let gdb finish (it detaches); kill it if it does not. Never leaves it running."""
+        try:
+            os.close(self._ack_write)  # EOF lets a gdb waiting at exit_group detach
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()  # the kernel detaches a dead tracer's tracees; they run on
+            self._proc.wait()
+
+
+def attach_error(detail: str) -> ProfilaError:
+    if re.search(r"Operation not permitted|ptrace", detail):
+        return EnvironmentProblem(
+            "gdb may not attach to the target (ptrace not permitted: "
+            f"{detail}); set /proc/sys/kernel/yama/ptrace_scope to 0 or 1, or in a container "
+            "add the SYS_PTRACE capability (docker run --cap-add=SYS_PTRACE)"
+        )
+    return ProfilaError(f"gdb could not host the target: {detail}")

@@ -1,0 +1,123 @@
+"""The profile: integer counts per sample class, per source line and per function.
+
+Percentages are never stored: renderers derive them. The JSON form is versioned and documented
+in docs/json-schema.md; ``to_json``/``from_json`` are its only writer and reader.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA = "profila.profile"
+SCHEMA_VERSION = 1
+
+# Sample classes, in the order reports show them. "total" is their sum.
+SAMPLE_CLASSES = ("numba", "python", "compile", "native", "idle", "bad")
+
+
+@dataclass(frozen=True, slots=True)
+class LineCounts:
+    file: str
+    line: int
+    function: str
+    self: int  # samples whose innermost Numba frame is this line
+    total: int  # samples with this line anywhere on the Numba stack (once per sample)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCounts:
+    file: str
+    function: str
+    self: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadCounts:
+    tid: int
+    samples: int  # every class but idle
+    idle: int
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFingerprint:
+    """What a source file looked like when the profile was made, to notice later edits."""
+
+    sha256: str | None  # None: the file could not be read at the time
+
+
+@dataclass(frozen=True)
+class Profile:
+    command: list[str]
+    rate_hz: float
+    duration_s: float
+    exit_code: int | None
+    debuginfo: str  # which build was profiled: "full" (NUMBA_DEBUGINFO=1), "lines", "none"
+    sampler: str  # "perf" or "gdb"
+    samples: dict[str, int]  # SAMPLE_CLASSES -> count, plus "total"
+    lines: list[LineCounts] = field(default_factory=list)
+    functions: list[FunctionCounts] = field(default_factory=list)
+    threads: list[ThreadCounts] = field(default_factory=list)
+    sources: dict[str, SourceFingerprint] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.samples.get("total", 0)
+
+    @property
+    def running(self) -> int:
+        """Samples of threads that were running (every class but idle): the base of shares."""
+        return self.total - self.samples.get("idle", 0)
+
+    @property
+    def effective_rate_hz(self) -> float:
+        """Samples per second of run time on the busiest thread (running or idle)."""
+        if self.duration_s <= 0 or not self.threads:
+            return 0.0
+        busiest = max(t.samples + t.idle for t in self.threads)
+        return busiest / self.duration_s
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "command": self.command,
+            "rate_hz": self.rate_hz,
+            "duration_s": round(self.duration_s, 6),
+            "exit_code": self.exit_code,
+            "debuginfo": self.debuginfo,
+            "sampler": self.sampler,
+            "ticks": self.total,
+            "samples": {k: self.samples.get(k, 0) for k in ("total", *SAMPLE_CLASSES)},
+            "threads": [asdict(t) for t in self.threads],
+            "functions": [asdict(f) for f in self.functions],
+            "lines": [asdict(x) for x in self.lines],
+            "sources": {path: asdict(fp) for path, fp in self.sources.items()},
+        }
+        return json.dumps(doc, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Profile:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            raise ValueError("not a profila profile (no \"schema\": \"profila.profile\")")
+        if doc.get("version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"profile schema version {doc.get('version')} is not supported "
+                f"(this profila reads version {SCHEMA_VERSION})"
+            )
+        return cls(
+            command=list(doc["command"]),
+            rate_hz=float(doc["rate_hz"]),
+            duration_s=float(doc["duration_s"]),
+            exit_code=doc["exit_code"],
+            debuginfo=str(doc["debuginfo"]),
+            sampler=str(doc["sampler"]),
+            samples={k: int(v) for k, v in doc["samples"].items()},
+            lines=[LineCounts(**x) for x in doc["lines"]],
+            functions=[FunctionCounts(**f) for f in doc["functions"]],
+            threads=[ThreadCounts(**t) for t in doc["threads"]],
+            sources={p: SourceFingerprint(**fp) for p, fp in doc["sources"].items()},
+        )

@@ -1,0 +1,1 @@
+"""Renderers: each module turns a Profile into one output format."""

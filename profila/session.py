@@ -1,0 +1,155 @@
+"""One profiling run: start the target under gdb, sample it until it ends, build the Profile.
+
+The flow is one-way: sampler (RawSample) -> symboliser (Sample) -> aggregator (counts) ->
+Profile. Nothing here renders.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import FrameType
+
+from profila.aggregate import Aggregator
+from profila.errors import EnvironmentProblem, ProfilaError
+from profila.host.gdb import GdbHost
+from profila.host.target import ExitStatus, HeldTarget
+from profila.model import Profile
+from profila.sampling.perf import PerfSampler, SamplerUnavailable
+from profila.sampling.raw import IdleSpan, LostSamples, RawSample
+from profila.symbols.symboliser import Symboliser
+
+POLL_S = 0.02  # how often the controller drains the kernel's sample buffers
+JIT_REFRESH_S = 0.25  # how often the list of JIT objects is re-walked while running
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    python_args: list[str]  # what follows `python` on a plain command line
+    rate_hz: float
+    gdb_path: str
+    debuginfo: str = "full"
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, *self.python_args]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    profile: Profile
+    status: ExitStatus
+
+
+def target_environment(debuginfo: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if debuginfo == "full":
+        env["NUMBA_DEBUGINFO"] = "1"
+    return env
+
+
+class _CtrlC:
+    """While the target runs, Ctrl-C is the target's business: it gets the signal from the
+    terminal itself. profila keeps waiting for it to end (and then reports); a second Ctrl-C
+    stops waiting."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count >= 2:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def run(request: RunRequest) -> RunResult:
+    target = HeldTarget(request.argv, target_environment(request.debuginfo))
+    gdb: GdbHost | None = None
+    sampler: PerfSampler | None = None
+    try:
+        gdb = GdbHost(request.gdb_path, target.pid)
+        gdb.wait_attached()
+        try:
+            sampler = PerfSampler(target.pid, request.rate_hz, enable_on_exec=True)
+        except SamplerUnavailable as exc:
+            raise EnvironmentProblem(f"cannot sample with perf_event_open: {exc}") from exc
+    except BaseException:
+        target.abandon()
+        if gdb is not None:
+            gdb.close()
+        raise
+    symboliser = Symboliser(target.pid)
+    aggregator = Aggregator(request.rate_hz)
+    started = time.monotonic()
+    ctrl_c = _CtrlC()
+    try:
+        target.release()
+        _sample_until_exit(target, gdb, sampler, symboliser, aggregator)
+    except KeyboardInterrupt:
+        print("profila: stopped waiting for the target (it keeps running)", file=sys.stderr)
+    finally:
+        ctrl_c.restore()
+        duration = time.monotonic() - started
+        _consume(sampler.read(), symboliser, aggregator)
+        sampler.close()
+        gdb.close()
+        symboliser.close()
+    status = target.poll() or ExitStatus(None, None)
+    profile = aggregator.profile(
+        command=request.python_args,
+        duration_s=duration,
+        exit_code=status.shell_code if target.status else None,
+        debuginfo=request.debuginfo,
+        sampler="perf",
+    )
+    return RunResult(profile, status)
+
+
+def _sample_until_exit(
+    target: HeldTarget,
+    gdb: GdbHost,
+    sampler: PerfSampler,
+    symboliser: Symboliser,
+    aggregator: Aggregator,
+) -> None:
+    next_refresh = 0.0
+    while target.poll() is None:
+        if gdb.poll_exiting():
+            # The target is held at exit_group with its memory intact: read the JIT objects
+            # registered since the last refresh, symbolise what is buffered, then let it go.
+            symboliser.refresh()
+            _consume(sampler.read(), symboliser, aggregator)
+            gdb.release_exit()
+            target.wait()
+            return
+        now = time.monotonic()
+        if now >= next_refresh:
+            symboliser.refresh()
+            next_refresh = now + JIT_REFRESH_S
+        _consume(sampler.read(), symboliser, aggregator)
+        time.sleep(POLL_S)
+
+
+def _consume(
+    records: Iterable[RawSample | IdleSpan | LostSamples],
+    symboliser: Symboliser,
+    aggregator: Aggregator,
+) -> None:
+    for record in records:
+        if isinstance(record, RawSample):
+            aggregator.add(symboliser.symbolise(record))
+        elif isinstance(record, IdleSpan):
+            aggregator.add_idle(record.tid, record.end_ns - record.start_ns)
+        else:
+            aggregator.add_bad(record.count)
+
+
+__all__ = ["ProfilaError", "RunRequest", "RunResult", "run"]
