@@ -60,9 +60,7 @@ class Aggregator:
             self.thread_samples[tid] += count
 
     def _idle_ticks(self) -> Counter[int]:
-        return Counter(
-            {tid: round(ns * self.rate_hz / 1e9) for tid, ns in self._idle_ns.items()}
-        )
+        return Counter({tid: round(ns * self.rate_hz / 1e9) for tid, ns in self._idle_ns.items()})
 
     def profile(
         self,

@@ -47,8 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         "the time spent in Numba-compiled code. Everything after `--` is what you would pass "
         "to `python`.",
     )
-    annotate.add_argument("--rate", type=float, default=100.0, help="samples per second per "
-                          "thread (default 100, up to 10000)")
+    annotate.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="samples per second per thread (default 100, up to 10000)",
+    )
     _output_options(annotate)
     annotate.add_argument("--gdb", help="gdb executable (default: $PROFILA_GDB or gdb on PATH)")
     annotate.add_argument("target", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -60,10 +64,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", help="also write the profile here (format from the "
-                        "extension: .json)")
-    parser.add_argument("--format", choices=sorted(set(FORMATS.values())),
-                        help="format of --output, when its extension does not say")
+    parser.add_argument(
+        "-o", "--output", help="also write the profile here (format from the extension: .json)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=sorted(set(FORMATS.values())),
+        help="format of --output, when its extension does not say",
+    )
     parser.add_argument("--no-color", action="store_true", help="plain text report")
 
 
@@ -74,8 +82,10 @@ def _dispatch(args: list[str]) -> int:
     namespace = _parser().parse_args(args[:split])
     if namespace.command == "annotate":
         after = args[split + 1 :]
-        target = [*namespace.target, "--", *after] if namespace.target and after else (
-            namespace.target or after
+        target = (
+            [*namespace.target, "--", *after]
+            if namespace.target and after
+            else (namespace.target or after)
         )
         return _annotate(namespace, target)
     if split < len(args):
@@ -122,10 +132,14 @@ def check_target(python_args: list[str]) -> None:
         if len(python_args) < 2:
             raise UsageError("-m needs a module name")
         top = python_args[1].split(".")[0]
-        if importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path]) is None \
-                and top not in sys.builtin_module_names:
-            raise UsageError(f"no module named {top!r} (looked in the current directory and "
-                             "sys.path of this Python)")
+        if (
+            importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path]) is None
+            and top not in sys.builtin_module_names
+        ):
+            raise UsageError(
+                f"no module named {top!r} (looked in the current directory and "
+                "sys.path of this Python)"
+            )
         return
     if first.startswith("-"):
         raise UsageError(f"unsupported Python option {first!r}: give a script, -m or -c")

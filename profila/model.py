@@ -102,7 +102,7 @@ class Profile:
     def from_json(cls, text: str) -> Profile:
         doc = json.loads(text)
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            raise ValueError("not a profila profile (no \"schema\": \"profila.profile\")")
+            raise ValueError('not a profila profile (no "schema": "profila.profile")')
         if doc.get("version") != SCHEMA_VERSION:
             raise ValueError(
                 f"profile schema version {doc.get('version')} is not supported "

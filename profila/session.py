@@ -86,22 +86,25 @@ def run(request: RunRequest) -> RunResult:
         if gdb is not None:
             gdb.close()
         raise
-    symboliser = Symboliser(target.pid)
     aggregator = Aggregator(request.rate_hz)
     started = time.monotonic()
     ctrl_c = _CtrlC()
+    symboliser: Symboliser | None = None
     try:
         target.release()
+        # Only after exec: /proc/PID/mem opened earlier would still show the forked image.
+        symboliser = Symboliser(target.pid)
         _sample_until_exit(target, gdb, sampler, symboliser, aggregator)
     except KeyboardInterrupt:
         print("profila: stopped waiting for the target (it keeps running)", file=sys.stderr)
     finally:
         ctrl_c.restore()
         duration = time.monotonic() - started
-        _consume(sampler.read(), symboliser, aggregator)
+        if symboliser is not None:
+            _consume(sampler.read(), symboliser, aggregator)
+            symboliser.close()
         sampler.close()
         gdb.close()
-        symboliser.close()
     status = target.poll() or ExitStatus(None, None)
     profile = aggregator.profile(
         command=request.python_args,

@@ -6,6 +6,7 @@ pipe that only profila reads. The target never shares a file descriptor with gdb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -82,7 +83,10 @@ class GdbHost:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                line = self._lines.get(timeout=remaining) if remaining > 0 else self._lines.get_nowait()
+                if remaining > 0:
+                    line = self._lines.get(timeout=remaining)
+                else:
+                    line = self._lines.get_nowait()
             except queue.Empty:
                 return None
             if line is None:
@@ -107,17 +111,13 @@ class GdbHost:
         return self.exiting
 
     def release_exit(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._ack_write, b"k")
-        except OSError:
-            pass
 
     def close(self, timeout: float = 10.0) -> None:
         """Let gdb finish (it detaches); kill it if it does not. Never leaves it running."""
-        try:
+        with contextlib.suppress(OSError):
             os.close(self._ack_write)  # EOF lets a gdb waiting at exit_group detach
-        except OSError:
-            pass
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -12,9 +12,10 @@ user's stdin/stdout/stderr from profila, not gdb's):
     @@profila error <message>     attaching failed
 """
 
+import contextlib
 import os
 
-import gdb  # type: ignore[import-not-found]
+import gdb
 
 PID = int(os.environ["PROFILA_TARGET_PID"])
 ACK_FD = int(os.environ["PROFILA_ACK_FD"])
@@ -63,10 +64,8 @@ def main() -> None:
             return
         if _stopped_in_exit_group():
             say("exiting")
-            try:
+            with contextlib.suppress(OSError):
                 os.read(ACK_FD, 1)
-            except OSError:
-                pass
             run("detach")
             return
 

@@ -8,6 +8,7 @@ sampling can be armed before the first instruction of the target program runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from dataclasses import dataclass
@@ -54,10 +55,8 @@ class HeldTarget:
 
     def abandon(self) -> None:
         """The target must not run after all: let the waiting child exit without exec."""
-        try:
+        with contextlib.suppress(OSError):
             os.close(self._go_write)
-        except OSError:
-            pass
         self.wait()
 
     def poll(self) -> ExitStatus | None:
@@ -84,7 +83,10 @@ def _decode(raw: int) -> ExitStatus:
 
 
 def _child(
-    go_read: int, parent_ends: tuple[int, int], failed_write: int, argv: list[str],
+    go_read: int,
+    parent_ends: tuple[int, int],
+    failed_write: int,
+    argv: list[str],
     env: dict[str, str],
 ) -> None:
     try:

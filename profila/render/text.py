@@ -46,7 +46,8 @@ def render(profile: Profile, *, color: bool = False, width: int = 100) -> str:
     if profile.functions:
         _function_table(console, profile)
         for function in profile.functions:
-            _function_lines(console, profile, function)
+            if function.file.startswith("/"):  # no source section for "<unknown>" and the like
+                _function_lines(console, profile, function)
     else:
         console.print("No samples landed in Numba-compiled code.")
     return buffer.getvalue()
@@ -66,15 +67,20 @@ def _header(console: Console, p: Profile) -> None:
     )
     console.print(f"build: {_DEBUGINFO_NAMES.get(p.debuginfo, p.debuginfo)}; sampler: {p.sampler}")
     classes = Text(f"{p.running} running samples: ")
-    classes.append_text(Text("  ").join(
-        Text(
-            f"{name} {share(p.samples.get(name, 0), p.running).strip()}",
-            style="bold" if name == "numba" else "red" if name == "bad" and p.samples.get(name)
-            else "",
+    classes.append_text(
+        Text("  ").join(
+            Text(
+                f"{name} {share(p.samples.get(name, 0), p.running).strip()}",
+                style="bold"
+                if name == "numba"
+                else "red"
+                if name == "bad" and p.samples.get(name)
+                else "",
+            )
+            for name in SAMPLE_CLASSES
+            if name != "idle"
         )
-        for name in SAMPLE_CLASSES
-        if name != "idle"
-    ))
+    )
     console.print(classes)
     idle = p.samples.get("idle", 0)
     if idle:
@@ -142,7 +148,8 @@ def _function_lines(console: Console, p: Profile, f: FunctionCounts) -> None:
     title = Text()
     title.append(f.function, style="bold")
     title.append(f"  {display_path(f.file)}  ")
-    title.append(f"total {share(f.total, p.running).strip()}  self {share(f.self, p.running).strip()}")
+    title.append(f"total {share(f.total, p.running).strip()}  ")
+    title.append(f"self {share(f.self, p.running).strip()}")
     console.print(title)
     source, problem = _source_lines(p, f.file)
     if problem:

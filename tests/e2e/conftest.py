@@ -28,8 +28,9 @@ class Run:
 
     def line(self, path: Path, text: str) -> dict[str, int]:
         """Self and total counts of the line of ``path`` whose stripped text is ``text``."""
-        numbers = [i for i, src in enumerate(path.read_text().splitlines(), 1)
-                   if src.strip() == text]
+        numbers = [
+            i for i, src in enumerate(path.read_text().splitlines(), 1) if src.strip() == text
+        ]
         assert len(numbers) == 1, f"{text!r} is not exactly one line of {path}"
         return self.line_number(path, numbers[0])
 
@@ -47,16 +48,28 @@ def have_gdb() -> bool:
     return shutil.which("gdb") is not None
 
 
-def profila(*args: str, tmp_path: Path, stdin: bytes = b"", timeout: float = 180,
-            env: dict[str, str] | None = None, json_out: bool = True) -> Run:
+def profila(
+    *args: str,
+    tmp_path: Path,
+    stdin: bytes = b"",
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+    json_out: bool = True,
+) -> Run:
     """Run ``python -m profila annotate [--no-color -o p.json] ARGS`` and load the profile."""
     if not have_gdb():
         pytest.skip("gdb is not installed")
     out = tmp_path / "profile.json"
     options = ["--no-color", "-o", str(out)] if json_out else ["--no-color"]
-    argv = [sys.executable, "-m", "profila", "annotate", *options, *args]
-    proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+    argv = [sys.executable, "-m", "profila", "annotate", *options, "--", *args]
+    proc = subprocess.run(
+        argv,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
     if b"perf_event_open" in proc.stderr and proc.returncode == 3:
         pytest.skip(proc.stderr.decode().strip())
     profile = json.loads(out.read_text()) if json_out and out.exists() else None

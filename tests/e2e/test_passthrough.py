@@ -17,8 +17,9 @@ ODD_ARGS = ["a b", "'quoted'", '"double"', "$(echo no)", "line\nbreak", "naïve 
 
 
 def plain(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, str(ECHO), *args], input=stdin, capture_output=True,
-                          cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(ECHO), *args], input=stdin, capture_output=True, cwd=ROOT, timeout=60
+    )
 
 
 def target_output(stdout: bytes) -> dict[str, object]:
@@ -41,8 +42,9 @@ def test_argv_stdin_and_output_are_untouched(tmp_path: Path) -> None:
     assert run.returncode == 0
 
 
-@pytest.mark.parametrize("how, code", [("exit:7", 7), ("raise", 1),
-                                       (f"signal:{int(signal.SIGTERM)}", 128 + 15)])
+@pytest.mark.parametrize(
+    "how, code", [("exit:7", 7), ("raise", 1), (f"signal:{int(signal.SIGTERM)}", 128 + 15)]
+)
 def test_exit_status_is_the_targets(tmp_path: Path, how: str, code: int) -> None:
     """sys.exit(N) gives N, an exception 1 with its traceback, a death by signal N 128+N; the
     report and the JSON profile are still produced."""
@@ -56,8 +58,9 @@ def test_exit_status_is_the_targets(tmp_path: Path, how: str, code: int) -> None
 
 def test_module_and_code_forms(tmp_path: Path) -> None:
     """`-c code` and `-m module` run like `python -c` and `python -m`."""
-    run = profila("-c", "import sys; print('c-ok', sys.argv[1:]); sys.exit(3)", "x y",
-                  tmp_path=tmp_path)
+    run = profila(
+        "-c", "import sys; print('c-ok', sys.argv[1:]); sys.exit(3)", "x y", tmp_path=tmp_path
+    )
     assert run.stdout.startswith(b"c-ok ['x y']\n") and run.returncode == 3
     run = profila("-m", "json.tool", "--help", tmp_path=tmp_path)
     assert run.returncode == 0 and b"usage:" in run.stdout

@@ -15,8 +15,9 @@ def profile_of(samples: list[Sample], idle_ns: int = 0) -> Profile:
         agg.add(s)
     if idle_ns:
         agg.add_idle(1, idle_ns)
-    return agg.profile(command=["x.py"], duration_s=1.0, exit_code=0, debuginfo="full",
-                       sampler="perf")
+    return agg.profile(
+        command=["x.py"], duration_s=1.0, exit_code=0, debuginfo="full", sampler="perf"
+    )
 
 
 def test_innermost_frame_is_self_and_every_frame_counts_in_total() -> None:
@@ -45,8 +46,7 @@ def test_idle_time_becomes_idle_ticks_at_the_sampling_rate() -> None:
 
 
 kinds = st.sampled_from(list(SampleKind))
-frames = st.lists(st.sampled_from([USER, LIB, SourceFrame("/src/h.py", 3, "helper")]),
-                  max_size=4)
+frames = st.lists(st.sampled_from([USER, LIB, SourceFrame("/src/h.py", 3, "helper")]), max_size=4)
 
 
 @given(st.lists(st.tuples(kinds, frames), max_size=50))

@@ -35,8 +35,9 @@ def test_unwritable_output_is_refused_before_the_run(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """The output path is checked before the target starts, not after it ran for an hour."""
-    code, _, err = run(capsys, "annotate", "-o", str(tmp_path / "missing" / "p.json"), "--",
-                       "-c", "pass")
+    code, _, err = run(
+        capsys, "annotate", "-o", str(tmp_path / "missing" / "p.json"), "--", "-c", "pass"
+    )
     assert code == EXIT_USAGE and "does not exist" in err
 
 

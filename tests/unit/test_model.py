@@ -19,8 +19,15 @@ def sample_profile() -> Profile:
         exit_code=0,
         debuginfo="full",
         sampler="perf",
-        samples={"total": 150, "numba": 140, "python": 5, "compile": 2, "native": 1, "idle": 2,
-                 "bad": 0},
+        samples={
+            "total": 150,
+            "numba": 140,
+            "python": 5,
+            "compile": 2,
+            "native": 1,
+            "idle": 2,
+            "bad": 0,
+        },
         lines=[LineCounts("/x/d.py", 17, "dither", 90, 100)],
         functions=[FunctionCounts("/x/d.py", "dither", 120, 140)],
         threads=[ThreadCounts(7, 148, 2)],
@@ -39,8 +46,13 @@ def test_json_holds_counts_not_percentages() -> None:
     doc = json.loads(sample_profile().to_json())
     assert doc["schema"] == "profila.profile" and doc["version"] == 1
     assert doc["samples"]["total"] == 150 and doc["ticks"] == 150
-    assert doc["lines"][0] == {"file": "/x/d.py", "line": 17, "function": "dither", "self": 90,
-                               "total": 100}
+    assert doc["lines"][0] == {
+        "file": "/x/d.py",
+        "line": 17,
+        "function": "dither",
+        "self": 90,
+        "total": 100,
+    }
     assert "percent" not in json.dumps(doc)
 
 

@@ -32,8 +32,15 @@ def make_profile(path: Path, fingerprint: str | None = None) -> Profile:
         exit_code=0,
         debuginfo="full",
         sampler="perf",
-        samples={"total": 200, "numba": 180, "python": 10, "compile": 5, "native": 3, "idle": 2,
-                 "bad": 0},
+        samples={
+            "total": 200,
+            "numba": 180,
+            "python": 10,
+            "compile": 5,
+            "native": 3,
+            "idle": 2,
+            "bad": 0,
+        },
         lines=[
             LineCounts(file, 8, "kernel", 30, 40),
             LineCounts(file, 9, "kernel", 140, 150),
@@ -95,7 +102,14 @@ def test_missing_source_is_reported(source: Path) -> None:
 
 def test_empty_profile_renders() -> None:
     """Zero samples is a valid, if short, report."""
-    empty = Profile(command=["-c", "pass"], rate_hz=100, duration_s=0.01, exit_code=0,
-                    debuginfo="full", sampler="perf", samples={"total": 0})
+    empty = Profile(
+        command=["-c", "pass"],
+        rate_hz=100,
+        duration_s=0.01,
+        exit_code=0,
+        debuginfo="full",
+        sampler="perf",
+        samples={"total": 0},
+    )
     text = render(empty)
     assert "0 samples" in text and "No samples landed in Numba-compiled code." in text

@@ -8,8 +8,12 @@ import os
 import sys
 
 data = sys.stdin.buffer.read()
-report = {"argv": sys.argv, "stdin": data.hex(), "cwd": os.getcwd(),
-          "numba_debuginfo": os.environ.get("NUMBA_DEBUGINFO")}
+report = {
+    "argv": sys.argv,
+    "stdin": data.hex(),
+    "cwd": os.getcwd(),
+    "numba_debuginfo": os.environ.get("NUMBA_DEBUGINFO"),
+}
 sys.stdout.write(json.dumps(report) + "\n")
 sys.stdout.flush()
 sys.stderr.write("to stderr\n")
