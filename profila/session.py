@@ -72,8 +72,44 @@ class _CtrlC:
 
 def run(request: RunRequest) -> RunResult:
     target = HeldTarget(request.argv, target_environment(request.debuginfo))
+    gdb, sampler = _host_and_arm(request, target)
+    aggregator = Aggregator(request.rate_hz)
+    started = time.monotonic()
+    ctrl_c = _CtrlC()
+    symboliser: Symboliser | None = None
+    try:
+        target.release()
+        try:
+            # Only after exec: /proc/PID/mem opened earlier would still show the forked image.
+            symboliser = Symboliser(target.pid)
+        except OSError:
+            symboliser = None  # the target is already gone; its samples count as bad
+        _sample_until_exit(target, gdb, sampler, symboliser, aggregator)
+    except KeyboardInterrupt:
+        print("profila: stopped waiting for the target (it keeps running)", file=sys.stderr)
+    finally:
+        ctrl_c.restore()
+        duration = time.monotonic() - started
+        _consume(sampler.read(), symboliser, aggregator)
+        sampler.close()
+        if symboliser is not None:
+            symboliser.close()
+        # A target still running (second Ctrl-C) must not keep profila waiting for gdb.
+        gdb.close(timeout=10.0 if target.poll() is not None else 0.0)
+    status = target.poll()
+    profile = aggregator.profile(
+        command=request.python_args,
+        duration_s=duration,
+        exit_code=status.shell_code if status else None,
+        debuginfo=request.debuginfo,
+        sampler="perf",
+    )
+    return RunResult(profile, status or ExitStatus(None, None))
+
+
+def _host_and_arm(request: RunRequest, target: HeldTarget) -> tuple[GdbHost, PerfSampler]:
+    """Attach gdb to the waiting child and arm sampling; on failure the target never runs."""
     gdb: GdbHost | None = None
-    sampler: PerfSampler | None = None
     try:
         gdb = GdbHost(request.gdb_path, target.pid)
         gdb.wait_attached()
@@ -86,41 +122,14 @@ def run(request: RunRequest) -> RunResult:
         if gdb is not None:
             gdb.close()
         raise
-    aggregator = Aggregator(request.rate_hz)
-    started = time.monotonic()
-    ctrl_c = _CtrlC()
-    symboliser: Symboliser | None = None
-    try:
-        target.release()
-        # Only after exec: /proc/PID/mem opened earlier would still show the forked image.
-        symboliser = Symboliser(target.pid)
-        _sample_until_exit(target, gdb, sampler, symboliser, aggregator)
-    except KeyboardInterrupt:
-        print("profila: stopped waiting for the target (it keeps running)", file=sys.stderr)
-    finally:
-        ctrl_c.restore()
-        duration = time.monotonic() - started
-        if symboliser is not None:
-            _consume(sampler.read(), symboliser, aggregator)
-            symboliser.close()
-        sampler.close()
-        gdb.close()
-    status = target.poll() or ExitStatus(None, None)
-    profile = aggregator.profile(
-        command=request.python_args,
-        duration_s=duration,
-        exit_code=status.shell_code if target.status else None,
-        debuginfo=request.debuginfo,
-        sampler="perf",
-    )
-    return RunResult(profile, status)
+    return gdb, sampler
 
 
 def _sample_until_exit(
     target: HeldTarget,
     gdb: GdbHost,
     sampler: PerfSampler,
-    symboliser: Symboliser,
+    symboliser: Symboliser | None,
     aggregator: Aggregator,
 ) -> None:
     next_refresh = 0.0
@@ -128,13 +137,14 @@ def _sample_until_exit(
         if gdb.poll_exiting():
             # The target is held at exit_group with its memory intact: read the JIT objects
             # registered since the last refresh, symbolise what is buffered, then let it go.
-            symboliser.refresh()
+            if symboliser is not None:
+                symboliser.refresh()
             _consume(sampler.read(), symboliser, aggregator)
             gdb.release_exit()
             target.wait()
             return
         now = time.monotonic()
-        if now >= next_refresh:
+        if symboliser is not None and now >= next_refresh:
             symboliser.refresh()
             next_refresh = now + JIT_REFRESH_S
         _consume(sampler.read(), symboliser, aggregator)
@@ -143,12 +153,15 @@ def _sample_until_exit(
 
 def _consume(
     records: Iterable[RawSample | IdleSpan | LostSamples],
-    symboliser: Symboliser,
+    symboliser: Symboliser | None,
     aggregator: Aggregator,
 ) -> None:
     for record in records:
         if isinstance(record, RawSample):
-            aggregator.add(symboliser.symbolise(record))
+            if symboliser is None:
+                aggregator.add_bad(1, record.tid)
+            else:
+                aggregator.add(symboliser.symbolise(record))
         elif isinstance(record, IdleSpan):
             aggregator.add_idle(record.tid, record.end_ns - record.start_ns)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,3 +81,42 @@ def test_no_processes_left_behind(tmp_path: Path) -> None:
     profila("-c", f"import time; time.sleep(0.2)  # {marker}", tmp_path=tmp_path)
     ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True)
     assert marker not in ps.stdout
+
+
+def test_console_script(tmp_path: Path) -> None:
+    """`profila` (the installed console script) works like `python -m profila`."""
+    exe = shutil.which("profila")
+    if exe is None:
+        pytest.skip("the profila console script is not installed (pip install -e .)")
+    proc = subprocess.run(
+        [exe, "annotate", "--no-color", "--", "-c", "print('hi')"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith(b"hi\n")
+    assert b"profila: python -c" in proc.stdout
+
+
+def test_missing_gdb_is_an_actionable_error(tmp_path: Path) -> None:
+    """Without gdb: one line naming the fix, exit 3, and the target never ran."""
+    marker = tmp_path / "ran"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "profila",
+            "annotate",
+            "--gdb",
+            str(tmp_path / "no-gdb"),
+            "--",
+            "-c",
+            f"open({str(marker)!r}, 'w')",
+        ],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 3
+    assert proc.stderr.count(b"\n") == 1 and b"gdb not found" in proc.stderr
+    assert not marker.exists()
