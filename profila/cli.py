@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _output_options(annotate)
     annotate.add_argument("--gdb", help="gdb executable (default: $PROFILA_GDB or gdb on PATH)")
+    annotate.add_argument(
+        "--sampler",
+        choices=["auto", "perf", "gdb"],
+        default="auto",
+        help="perf: perf_event_open, no stops; gdb: stops under gdb (slower); auto (default): "
+        "perf where the kernel allows it, else gdb",
+    )
     annotate.add_argument("target", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     show = sub.add_parser("show", help="render a saved JSON profile")
@@ -175,7 +182,9 @@ def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
     from profila.host.gdb import find_gdb
 
     gdb_path = find_gdb(namespace.gdb)
-    result = session.run(session.RunRequest(target, namespace.rate, gdb_path))
+    result = session.run(
+        session.RunRequest(target, namespace.rate, gdb_path, sampler=namespace.sampler)
+    )
     sys.stderr.flush()
     _print_report(result.profile, namespace)
     _write_output(result.profile, namespace, fmt)

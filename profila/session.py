@@ -19,6 +19,7 @@ from profila.errors import EnvironmentProblem, ProfilaError
 from profila.host.gdb import GdbHost
 from profila.host.target import ExitStatus, HeldTarget
 from profila.model import Profile
+from profila.sampling.gdbstop import GdbStopSampler
 from profila.sampling.perf import PerfSampler, SamplerUnavailable
 from profila.sampling.raw import IdleSpan, LostSamples, RawSample
 from profila.symbols.symboliser import Symboliser
@@ -33,6 +34,7 @@ class RunRequest:
     rate_hz: float
     gdb_path: str
     debuginfo: str = "full"
+    sampler: str = "auto"  # "perf", "gdb", or "auto": perf where the kernel allows it
 
     @property
     def argv(self) -> list[str]:
@@ -102,23 +104,40 @@ def run(request: RunRequest) -> RunResult:
         duration_s=duration,
         exit_code=status.shell_code if status else None,
         debuginfo=request.debuginfo,
-        sampler="perf",
+        sampler="gdb" if isinstance(sampler, GdbStopSampler) else "perf",
     )
     return RunResult(profile, status or ExitStatus(None, None))
 
 
-def _host_and_arm(request: RunRequest, target: HeldTarget) -> tuple[GdbHost, PerfSampler]:
-    """Attach gdb to the waiting child and arm sampling; on failure the target never runs."""
+Sampler = PerfSampler | GdbStopSampler
+
+
+def _host_and_arm(request: RunRequest, target: HeldTarget) -> tuple[GdbHost, Sampler]:
+    """Arm sampling and attach gdb to the waiting child; on failure the target never runs.
+
+    perf_event_open needs no stops; where the kernel refuses it, gdb samples through stops."""
     gdb: GdbHost | None = None
+    sampler: Sampler | None = None
     try:
-        gdb = GdbHost(request.gdb_path, target.pid)
+        sampling = None
+        if request.sampler in ("auto", "perf"):
+            try:
+                sampler = PerfSampler(target.pid, request.rate_hz, enable_on_exec=True)
+            except SamplerUnavailable as exc:
+                if request.sampler == "perf":
+                    raise EnvironmentProblem(f"cannot sample with perf_event_open: {exc}") from exc
+                print(
+                    f"profila: {exc}; sampling through gdb stops instead (slower)", file=sys.stderr
+                )
+        if sampler is None:
+            sampler = GdbStopSampler(request.rate_hz)
+            sampling = sampler.gdb_request()
+        gdb = GdbHost(request.gdb_path, target.pid, sampling=sampling)
         gdb.wait_attached()
-        try:
-            sampler = PerfSampler(target.pid, request.rate_hz, enable_on_exec=True)
-        except SamplerUnavailable as exc:
-            raise EnvironmentProblem(f"cannot sample with perf_event_open: {exc}") from exc
     except BaseException:
         target.abandon()
+        if sampler is not None:
+            sampler.close()
         if gdb is not None:
             gdb.close()
         raise
@@ -128,7 +147,7 @@ def _host_and_arm(request: RunRequest, target: HeldTarget) -> tuple[GdbHost, Per
 def _sample_until_exit(
     target: HeldTarget,
     gdb: GdbHost,
-    sampler: PerfSampler,
+    sampler: Sampler,
     symboliser: Symboliser | None,
     aggregator: Aggregator,
 ) -> None:

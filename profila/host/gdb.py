@@ -14,12 +14,43 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from profila.errors import EnvironmentProblem, ProfilaError
 
 GDB_SIDE = Path(__file__).with_name("gdb_side.py")
 MARK = "@@profila "
+# With sampling on, gdb needs a moment to stop ticking and flush a tick signal still in flight
+# before it detaches (killing it instead could leave that signal to kill the target).
+SAMPLING_DETACH_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class GdbSampling:
+    """Ask gdb to sample the target through stops (see gdb_side.py, "Sampling through stops").
+
+    ``fd`` is the write end of the pipe the records go to; GdbHost hands it to gdb and closes
+    the controller's copy (ownership passes to GdbHost, even when starting gdb fails)."""
+
+    fd: int
+    rate_hz: float
+    stack_bytes: int
+    signal: int
+    start_on_exec: bool = True
+    test_pending_at_exit: bool = False  # tests only: force the exit race gdb_side must survive
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            "PROFILA_SAMPLE_FD": str(self.fd),
+            "PROFILA_SAMPLE_RATE": repr(float(self.rate_hz)),
+            "PROFILA_SAMPLE_STACK": str(self.stack_bytes),
+            "PROFILA_SAMPLE_SIGNAL": str(self.signal),
+            "PROFILA_SAMPLE_START": "exec" if self.start_on_exec else "attach",
+        }
+        if self.test_pending_at_exit:
+            env["PROFILA_SAMPLE_TEST_PENDING_AT_EXIT"] = "1"
+        return env
 
 
 def find_gdb(requested: str | None = None) -> str:
@@ -49,23 +80,40 @@ def find_gdb(requested: str | None = None) -> str:
 
 
 class GdbHost:
-    """gdb attached to the held target; reports when the target reaches exit_group."""
+    """gdb attached to the held target; reports when the target reaches exit_group.
 
-    def __init__(self, gdb_path: str, pid: int) -> None:
+    With ``sampling``, gdb also samples the target through stops and writes the records to
+    ``sampling.fd`` (read them with profila.sampling.gdbstop.GdbStopSampler)."""
+
+    def __init__(self, gdb_path: str, pid: int, sampling: GdbSampling | None = None) -> None:
         ack_read, self._ack_write = os.pipe()
         env = dict(os.environ, PROFILA_TARGET_PID=str(pid), PROFILA_ACK_FD=str(ack_read))
         env.pop("PYTHONPATH", None)  # gdb's embedded Python is not the target's Python
         env.pop("PYTHONHOME", None)
-        self._proc = subprocess.Popen(
-            [gdb_path, "-nx", "-q", "-batch", "-x", str(GDB_SIDE)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            pass_fds=(ack_read,),
-            env=env,
-            start_new_session=True,  # the terminal's Ctrl-C is for the target, not for gdb
-        )
-        os.close(ack_read)
+        for name in [k for k in env if k.startswith("PROFILA_SAMPLE_")]:
+            del env[name]  # only an explicit request turns sampling on
+        pass_fds = [ack_read]
+        if sampling is not None:
+            env.update(sampling.environment())
+            pass_fds.append(sampling.fd)
+        self.sampling = sampling
+        try:
+            self._proc = subprocess.Popen(
+                [gdb_path, "-nx", "-q", "-batch", "-x", str(GDB_SIDE)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=pass_fds,
+                env=env,
+                start_new_session=True,  # the terminal's Ctrl-C is for the target, not for gdb
+            )
+        except BaseException:
+            os.close(self._ack_write)
+            raise
+        finally:
+            os.close(ack_read)
+            if sampling is not None:
+                os.close(sampling.fd)  # gdb holds the write end now: EOF when gdb is gone
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._log: list[str] = []  # gdb's own output, kept for error messages
         threading.Thread(target=self._read_output, name="profila-gdb-output", daemon=True).start()
@@ -114,10 +162,20 @@ class GdbHost:
         with contextlib.suppress(OSError):
             os.write(self._ack_write, b"k")
 
+    @property
+    def returncode(self) -> int | None:
+        """gdb's exit status once it has ended (negative: killed by that signal)."""
+        return self._proc.poll()
+
     def close(self, timeout: float = 10.0) -> None:
-        """Let gdb finish (it detaches); kill it if it does not. Never leaves it running."""
+        """Let gdb finish (it detaches); kill it if it does not. Never leaves it running.
+
+        EOF on the ack fd lets a gdb waiting at exit_group detach; a sampling gdb detaches on it
+        at its next tick even while the target runs, and gets at least a short grace to do so."""
         with contextlib.suppress(OSError):
-            os.close(self._ack_write)  # EOF lets a gdb waiting at exit_group detach
+            os.close(self._ack_write)
+        if self.sampling is not None:
+            timeout = max(timeout, SAMPLING_DETACH_GRACE_S)
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:

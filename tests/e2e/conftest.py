@@ -55,13 +55,14 @@ def profila(
     timeout: float = 180,
     env: dict[str, str] | None = None,
     json_out: bool = True,
+    options: tuple[str, ...] = (),
 ) -> Run:
     """Run ``python -m profila annotate [--no-color -o p.json] ARGS`` and load the profile."""
     if not have_gdb():
         pytest.skip("gdb is not installed")
     out = tmp_path / "profile.json"
-    options = ["--no-color", "-o", str(out)] if json_out else ["--no-color"]
-    argv = [sys.executable, "-m", "profila", "annotate", *options, "--", *args]
+    flags = ["--no-color", "-o", str(out)] if json_out else ["--no-color"]
+    argv = [sys.executable, "-m", "profila", "annotate", *flags, *options, "--", *args]
     proc = subprocess.run(
         argv,
         input=stdin,

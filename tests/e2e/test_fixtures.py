@@ -8,6 +8,8 @@ from __future__ import annotations
 import tokenize
 from pathlib import Path
 
+import pytest
+
 from .conftest import EXAMPLES, Run, profila
 
 DITHER = EXAMPLES / "dither"
@@ -43,11 +45,14 @@ def assert_quiet_lines_empty(run: Run, path: Path) -> None:
         assert run.line_number(path, n) == {"self": 0, "total": 0}, f"line {n} of {path.name}"
 
 
-def test_naive_dither_time_goes_to_rounding(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", ["perf", "gdb"])
+def test_naive_dither_time_goes_to_rounding(tmp_path: Path, sampler: str) -> None:
     """np.round dominates the naive version: the rounding line is the hottest line, and the
-    library code implementing it shows up (self) while adding to that line's total."""
+    library code implementing it shows up (self) while adding to that line's total. Both
+    samplers (perf_event_open, and stops under gdb) agree."""
     path = DITHER / "dither.py"
-    run = profila(str(path), "2", tmp_path=tmp_path)
+    run = profila(str(path), "2", tmp_path=tmp_path, options=("--sampler", sampler))
+    assert run.profile is not None and run.profile["sampler"] == sampler
     assert run.returncode == 0, run.stderr.decode()
     assert run.profile is not None
     rounding = run.line(path, "new_value = np.uint8(np.round(old_value / 255)) * 255")
