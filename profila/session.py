@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from profila.aggregate import Aggregator
-from profila.errors import EnvironmentProblem, ProfilaError
+from profila.errors import EnvironmentProblem
 from profila.host.gdb import GdbHost
 from profila.host.target import ExitStatus, HeldTarget
 from profila.model import Profile
@@ -187,4 +187,4 @@ def _consume(
             aggregator.add_bad(record.count)
 
 
-__all__ = ["ProfilaError", "RunRequest", "RunResult", "run"]
+__all__ = ["RunRequest", "RunResult", "run"]
