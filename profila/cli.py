@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(annotate)
     annotate.add_argument("--gdb", help="gdb executable (default: $PROFILA_GDB or gdb on PATH)")
     annotate.add_argument(
+        "--debuginfo",
+        choices=["lines", "full", "none"],
+        default="lines",
+        help="line info for Numba code: lines (default: line tables only, the machine code you "
+        "ship), full (NUMBA_DEBUGINFO=1: changes the machine code), none",
+    )
+    annotate.add_argument(
         "--sampler",
         choices=["auto", "perf", "gdb"],
         default="auto",
@@ -183,7 +190,13 @@ def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
 
     gdb_path = find_gdb(namespace.gdb)
     result = session.run(
-        session.RunRequest(target, namespace.rate, gdb_path, sampler=namespace.sampler)
+        session.RunRequest(
+            target,
+            namespace.rate,
+            gdb_path,
+            debuginfo=namespace.debuginfo,
+            sampler=namespace.sampler,
+        )
     )
     sys.stderr.flush()
     _print_report(result.profile, namespace)

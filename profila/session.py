@@ -23,6 +23,7 @@ from profila.sampling.gdbstop import GdbStopSampler
 from profila.sampling.perf import PerfSampler, SamplerUnavailable
 from profila.sampling.raw import IdleSpan, LostSamples, RawSample
 from profila.symbols.symboliser import Symboliser
+from profila.target import target_environment
 
 POLL_S = 0.02  # how often the controller drains the kernel's sample buffers
 JIT_REFRESH_S = 0.25  # how often the list of JIT objects is re-walked while running
@@ -33,7 +34,7 @@ class RunRequest:
     python_args: list[str]  # what follows `python` on a plain command line
     rate_hz: float
     gdb_path: str
-    debuginfo: str = "full"
+    debuginfo: str = "lines"  # "lines" (shipped machine code), "full" (NUMBA_DEBUGINFO=1), "none"
     sampler: str = "auto"  # "perf", "gdb", or "auto": perf where the kernel allows it
 
     @property
@@ -45,13 +46,6 @@ class RunRequest:
 class RunResult:
     profile: Profile
     status: ExitStatus
-
-
-def target_environment(debuginfo: str) -> dict[str, str]:
-    env = dict(os.environ)
-    if debuginfo == "full":
-        env["NUMBA_DEBUGINFO"] = "1"
-    return env
 
 
 class _CtrlC:
@@ -73,7 +67,7 @@ class _CtrlC:
 
 
 def run(request: RunRequest) -> RunResult:
-    target = HeldTarget(request.argv, target_environment(request.debuginfo))
+    target = HeldTarget(request.argv, target_environment(os.environ, request.debuginfo))
     gdb, sampler = _host_and_arm(request, target)
     aggregator = Aggregator(request.rate_hz)
     started = time.monotonic()

@@ -213,6 +213,12 @@ class Symboliser:
                     fallback = named
                 else:
                     frames = (named,)
+            elif fn is not None and fn.wrapper:
+                # A line-tables build gives wrappers a subprogram at their kernel's `def` line
+                # (so a kernel inlined into a ufunc loop keeps its lines). The wrapper's own
+                # frame is the outermost one: like the runtime's helpers, it names the sample
+                # only if nothing else does.
+                frames, fallback = frames[:-1], frames[-1]
             info = _PcInfo(frames, obj.cfi_row(pc), fallback)
         if len(self._info) > 200_000:
             self._info.clear()
