@@ -174,8 +174,13 @@ def _write_output(profile: Profile, namespace: argparse.Namespace, fmt: str | No
 def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
     color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
     width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
-    sys.stdout.write(text_renderer.render(profile, color=color, width=max(60, width)))
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(text_renderer.render(profile, color=color, width=max(60, width)))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) has gone: not an error. Point stdout at /dev/null so the
+        # interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
