@@ -41,6 +41,7 @@ def render(profile: Profile, *, color: bool = False, width: int = 100) -> str:
         highlight=False,
         emoji=False,
         soft_wrap=True,  # long source lines run on rather than wrap into the next row
+        markup=False,  # names like "f [cpython wrapper]" and commands are text, not markup
     )
     _header(console, profile)
     if profile.functions:

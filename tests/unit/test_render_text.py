@@ -113,3 +113,12 @@ def test_empty_profile_renders() -> None:
     )
     text = render(empty)
     assert "0 samples" in text and "No samples landed in Numba-compiled code." in text
+
+
+def test_names_and_commands_are_not_read_as_markup(source: Path) -> None:
+    """Square brackets in a function name or the command are printed as they are."""
+    profile = make_profile(source)
+    profile.functions.append(FunctionCounts("<unknown>", "kernel [cpython wrapper]", 1, 1))
+    profile.command.append("[bold]x[/bold]")
+    text = render(profile)
+    assert "kernel [cpython wrapper]" in text and "[bold]x[/bold]" in text
