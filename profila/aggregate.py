@@ -54,6 +54,12 @@ class Aggregator:
         """A thread spent ``duration_ns`` blocked or sleeping: idle ticks at the sampling rate."""
         self._idle_ns[tid] += max(0, duration_ns)
 
+    def add_kernel_time(self, seconds: float) -> None:
+        """Time the target spent in the kernel (system calls, page faults), from the kernel's
+        own accounting: the perf sampler cannot sample it (user space only), so it would
+        otherwise vanish from the shares. Counted as ticks at the sampling rate."""
+        self.classes["kernel"] += round(max(0.0, seconds) * self.rate_hz)
+
     def add_bad(self, count: int, tid: int = 0) -> None:
         self.classes[SampleKind.BAD.value] += count
         if tid:

@@ -14,7 +14,7 @@ SCHEMA = "profila.profile"
 SCHEMA_VERSION = 1
 
 # Sample classes, in the order reports show them. "total" is their sum.
-SAMPLE_CLASSES = ("numba", "python", "compile", "native", "idle", "bad")
+SAMPLE_CLASSES = ("numba", "python", "compile", "native", "kernel", "idle", "bad")
 
 
 @dataclass(frozen=True, slots=True)

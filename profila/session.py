@@ -96,6 +96,10 @@ def run(request: RunRequest) -> RunResult:
         # A target still running (second Ctrl-C) must not keep profila waiting for gdb.
         gdb.close(timeout=10.0 if target.poll() is not None else 0.0)
     status = target.poll()
+    if isinstance(sampler, PerfSampler):
+        # perf samples user space only (exclude_kernel): a tick in a system call or page fault is
+        # dropped by the kernel without a record. Count that time from the kernel's accounting.
+        aggregator.add_kernel_time(target.system_time_s)
     profile = aggregator.profile(
         command=request.python_args,
         duration_s=duration,

@@ -42,6 +42,8 @@ class HeldTarget:
         os.close(failed_write)
         self._failed_read = failed_read
         self.status: ExitStatus | None = None
+        # Kernel (system) CPU time of all the target's threads, known once it has been reaped.
+        self.system_time_s = 0.0
 
     def release(self) -> None:
         """Let the child exec the target; raise if the exec failed."""
@@ -61,18 +63,20 @@ class HeldTarget:
 
     def poll(self) -> ExitStatus | None:
         if self.status is None:
-            pid, raw = os.waitpid(self.pid, os.WNOHANG)
+            pid, raw, usage = os.wait4(self.pid, os.WNOHANG)
             if pid:
                 self.status = _decode(raw)
+                self.system_time_s = usage.ru_stime
         return self.status
 
     def wait(self) -> ExitStatus:
         while self.status is None:
             try:
-                _, raw = os.waitpid(self.pid, 0)
+                _, raw, usage = os.wait4(self.pid, 0)
             except InterruptedError:  # pragma: no cover - PEP 475 retries for us
                 continue
             self.status = _decode(raw)
+            self.system_time_s = usage.ru_stime
         return self.status
 
 

@@ -120,3 +120,12 @@ def test_missing_gdb_is_an_actionable_error(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert proc.stderr.count(b"\n") == 1 and b"gdb not found" in proc.stderr
     assert not marker.exists()
+
+
+def test_time_in_system_calls_is_counted_not_lost(tmp_path: Path) -> None:
+    """perf samples user space only; a loop of system calls still shows its kernel time."""
+    code = "import os, time\nt = time.time()\nwhile time.time() - t < 0.5: os.stat('/')"
+    run = profila("-c", code, tmp_path=tmp_path)
+    assert run.returncode == 0 and run.profile is not None
+    if run.profile["sampler"] == "perf":
+        assert run.profile["samples"]["kernel"] > 0.1 * run.profile["samples"]["total"]

@@ -60,3 +60,12 @@ def test_counts_are_consistent(raw: list[tuple[SampleKind, list[SourceFrame]]]) 
     assert sum(x.self for x in p.lines) <= numba
     for x in [*p.lines, *p.functions]:
         assert 0 <= x.self <= x.total <= numba
+
+
+def test_kernel_time_becomes_kernel_ticks() -> None:
+    """System time the perf sampler cannot see is counted, not lost: 0.5 s at 100 Hz is 50."""
+    agg = Aggregator(rate_hz=100)
+    agg.add(Sample(1, SampleKind.PYTHON))
+    agg.add_kernel_time(0.5)
+    p = agg.profile(command=[], duration_s=1.0, exit_code=0, debuginfo="lines", sampler="perf")
+    assert p.samples["kernel"] == 50 and p.samples["total"] == 51

@@ -25,6 +25,7 @@ def sample_profile() -> Profile:
             "python": 5,
             "compile": 2,
             "native": 1,
+            "kernel": 0,
             "idle": 2,
             "bad": 0,
         },
