@@ -100,7 +100,7 @@ class Demangled:
     path: tuple[str, ...]  # e.g. ("__main__", "outer", "<locals>", "inner")
     abi_tags: tuple[str, ...]  # e.g. ("v12", "c8tJTC/...")
     args: tuple[str, ...]  # argument types, e.g. ("Array<float64, 2, C, mutable, aligned>",)
-    wrapper: str | None = None  # "cpython" or "cfunc" for Numba's wrappers, else None
+    wrapper: str | None = None  # "cpython", "cfunc", "ufunc", "gufunc" for wrappers, else None
     suffix: str = ""  # anything after the mangled name, e.g. ".constprop.0"
 
     @property
@@ -223,13 +223,20 @@ class _Parser:
         raise _Malformed(f"unknown type code {c!r} at {self.i}")
 
 
+# Wrappers Numba names by prefixing the wrapped function's mangled name: the C entry point of a
+# @cfunc, the loops of @vectorize ufuncs, and those of @guvectorize gufuncs and parfor kernels.
+_WRAPPER_PREFIXES = (("cfunc", "cfunc"), ("__ufunc__", "ufunc"), ("__gufunc__", "gufunc"))
+
+
 def demangle(symbol: str) -> Demangled | None:
     """Parse a Numba-mangled name; None if ``symbol`` is not one."""
     wrapper: str | None = None
     text = symbol
-    if text.startswith("cfunc._Z"):
-        wrapper = "cfunc"
-        text = text[len("cfunc.") :]
+    for prefix, kind in _WRAPPER_PREFIXES:
+        if text.startswith(prefix + "._Z"):
+            wrapper = kind
+            text = text[len(prefix) + 1 :]
+            break
     if not text.startswith("_Z"):
         return None
     p = _Parser(text)

@@ -101,6 +101,24 @@ def test_argument_types_and_tags_are_decoded() -> None:
 
 
 @pytest.mark.parametrize(
+    ("symbol", "shown"),
+    [
+        ("__ufunc__._ZN8__main__3addB2v1Edd", "add [ufunc wrapper]"),
+        ("__gufunc__._ZN8__main__6kernelB2v1Ed", "kernel [gufunc wrapper]"),
+        (
+            "__gufunc__._ZN13_3cdynamic_3e36__numba_parfor_gufunc_0x7f768f104e50B2v2Ed",
+            "__numba_parfor_gufunc_0x7f768f104e50 [gufunc wrapper]",
+        ),
+        ("__ufunc__.not_mangled", "__ufunc__.not_mangled"),
+    ],
+)
+def test_loop_wrappers_are_named_after_their_kernel(symbol: str, shown: str) -> None:
+    """The loops Numba builds around @vectorize, @guvectorize and parfor kernels are wrappers."""
+    assert display_name(symbol) == shown
+    assert is_wrapper(symbol) == shown.endswith("wrapper]")
+
+
+@pytest.mark.parametrize(
     "qualified",
     [
         "__main__.dither",
