@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -218,14 +218,22 @@ def disassemble(
     return AsmFunction(
         name=fn.name,
         display_name=fn.display_name,
-        # A line-tables build gives leaf functions no subprogram: take the code's own file.
-        file=fn.file or next((i.file for i in out if i.file), None),
+        file=_file(fn, out),
         line=fn.line,
         start=fn.start,
         end=fn.end,
         instructions=tuple(out),
         counts={a: n for a, n in sorted(counts.items()) if n},
     )
+
+
+def _file(fn: JitFunction, instructions: list[AsmInstruction]) -> str | None:
+    """The function's source file; without one from the debug info (a line-tables build
+    gives leaf functions no subprogram), the file most of its instructions come from."""
+    if fn.file and not fn.file.startswith("<"):
+        return fn.file
+    files = Counter(i.file for i in instructions if i.file and not i.file.startswith("<"))
+    return files.most_common(1)[0][0] if files else fn.file
 
 
 def _instruction(address: int, text: str, fn: JitFunction) -> AsmInstruction:

@@ -125,9 +125,7 @@ class _Sources:
         return data.decode(errors="replace").splitlines()
 
 
-def _function(
-    console: Console, p: Profile, r: AsmFunction, whole: bool, sources: _Sources
-) -> None:
+def _function(console: Console, p: Profile, r: AsmFunction, whole: bool, sources: _Sources) -> None:
     total = r.samples
     title = Text()
     title.append(r.display_name, style="bold")
