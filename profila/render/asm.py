@@ -64,8 +64,13 @@ def render(
         soft_wrap=True,
         markup=False,
     )
-    if not functions:
-        console.print("No assembly to show: no samples landed in a JIT function with a record.")
+    if not profile.asm:
+        console.print(
+            "No assembly to show: the profile has no records (no sample landed in JIT code, "
+            "or it was written by a profila without the assembly view)."
+        )
+    elif not functions:
+        console.print("No assembly to show: no function was chosen.")
     sources = _Sources(profile)
     for record in functions:
         _function(console, profile, record, whole, sources)
