@@ -165,6 +165,13 @@ def _text(insn: Any, fn: JitFunction, symbols: SymbolIndex) -> str:
             notes.append(constant)
         elif abs(imm) >= 10:
             notes.append(str(imm))
+    for op in insn.operands:
+        if op.type == x86.X86_OP_MEM and op.mem.base == x86.X86_REG_RIP:
+            # pc-relative data (small code model, or code LLVM emitted that way): say what is
+            # there, as for an address loaded with movabs.
+            address = insn.address + insn.size + op.mem.disp
+            name = symbols.name(address)
+            notes.append(f"<{name}>" if name else _constant(fn, address) or f"{address:#x}")
     return f"{text}  # {', '.join(notes)}" if notes else text
 
 

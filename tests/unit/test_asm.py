@@ -83,7 +83,8 @@ def synthetic(code: bytes, start: int = 0x10000, pool_address: int = 0x50000) ->
 def test_immediates_calls_and_constants_are_readable() -> None:
     """A folded constant is findable in decimal, in an instruction or in the constant pool; a
     call through a register names the callee; a call to a known function names it; bytes
-    capstone cannot decode are shown one by one and decoding goes on."""
+    capstone cannot decode are shown one by one and decoding goes on; pc-relative data is
+    resolved like an address in an immediate."""
     helper_start = 0x20000
     code = (
         bytes.fromhex("4805")
@@ -98,6 +99,8 @@ def test_immediates_calls_and_constants_are_readable() -> None:
         + bytes.fromhex("06")  # not an x86-64 instruction
         + bytes.fromhex("e8")
         + struct.pack("<i", helper_start + 0x10 - (0x10000 + 0x2C))
+        + bytes.fromhex("c5fb1005")  # vmovsd pool+8(%rip), %xmm0
+        + struct.pack("<i", 0x50008 - (0x10000 + 0x34))
         + bytes.fromhex("c3")  # retq
     )
     fn = synthetic(code)
@@ -111,7 +114,8 @@ def test_immediates_calls_and_constants_are_readable() -> None:
     assert texts[3].endswith("# [= 123456789]") and texts[4].endswith("# [= 0.5]")
     assert texts[5] == ".byte 0x06"
     assert texts[6] == f"callq {helper_start + 0x10:#x} <helper+0x10>"
-    assert texts[7] == "retq"
+    assert texts[7] == "vmovsd 0x3ffd4(%rip), %xmm0  # [= 0.5]"
+    assert texts[8] == "retq"
     assert [(i.file, i.line) for i in record.instructions][:3] == [
         ("/src/k.py", 10),
         ("/src/k.py", 10),

@@ -86,3 +86,27 @@ def test_annotate_parses_asm_options(capsys: pytest.CaptureFixture[str]) -> None
     """A bad name is only known after the run; the options themselves parse before it."""
     code, _, err = run(capsys, "annotate", "--asm-all", "--asm=f", "--", "no/such/script.py")
     assert code == EXIT_USAGE and "script not found" in err
+
+
+def test_annotate_unknown_name_keeps_the_targets_exit_status(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """After the run, a name with no samples is said on stderr; profila still exits with the
+    target's status, and the report is printed."""
+    from profila import session
+    from profila.host import gdb
+    from profila.host.target import ExitStatus
+
+    source = tmp_path / "kernel.py"
+    source.write_text("def kernel(a):\n    pass\n")
+    profile = dataclasses.replace(sample_profile(), asm=[kernel_record(source)])
+    monkeypatch.setattr(gdb, "find_gdb", lambda path: "gdb")
+    monkeypatch.setattr(
+        session, "run", lambda request: session.RunResult(profile, ExitStatus(7, None))
+    )
+    code, out, err = run(capsys, "annotate", "--asm=nothing", "--no-color", "--", "-c", "pass")
+    assert code == 7
+    assert "150 samples at 100 Hz" in out and "samples in this function" not in out
+    assert "no sampled Numba function named 'nothing'" in err
+    code, out, _ = run(capsys, "annotate", "--asm", "--no-color", "--", "-c", "pass")
+    assert code == 7 and "121 samples in this function" in out
