@@ -253,18 +253,22 @@ def _instruction(address: int, text: str, fn: JitFunction) -> AsmInstruction:
 def build_records(symboliser: Symboliser, pc_counts: Mapping[int, int]) -> list[AsmFunction]:
     """Records of every JIT function with samples, hottest first.
 
-    ``pc_counts`` is the Aggregator's count of samples per innermost Numba pc. A pc in no
-    function the symboliser still knows (its object was unregistered before the end) is left
-    out."""
+    ``pc_counts`` is the Aggregator's count of samples per innermost Numba pc; each pc's
+    function is the one the symboliser noted when it symbolised the sample, so functions whose
+    objects were unregistered since (every object, once the interpreter has exited) still get
+    their record. A pc in no known function is left out."""
     by_function: dict[JitFunction, dict[int, int]] = defaultdict(dict)
     for pc, n in pc_counts.items():
-        obj = symboliser.object_at(pc)
-        fn = obj.function_at(pc) if obj is not None else None
+        fn = symboliser.sampled_function(pc)
         if fn is not None:
             by_function[fn][pc] = n
     if not by_function:
         return []
-    symbols = SymbolIndex(symboliser.jit_functions())
+    known = {f.start: f for f in symboliser.jit_functions()}
+    for fn in by_function:
+        for f in fn.object.functions:
+            known.setdefault(f.start, f)
+    symbols = SymbolIndex(known.values())
     records = [disassemble(fn, counts, symbols) for fn, counts in by_function.items()]
     records.sort(key=lambda r: (-r.samples, r.display_name, r.start))
     return records

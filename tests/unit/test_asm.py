@@ -155,23 +155,60 @@ def test_aggregator_counts_innermost_numba_pcs_only() -> None:
 
 
 class FakeSymboliser:
-    def __init__(self, functions: list[JitFunction]) -> None:
-        self.functions = functions
+    """Functions noted at sampling time; ``loaded``: those still registered at the end."""
 
-    def object_at(self, pc: int) -> Any:
+    def __init__(self, functions: list[JitFunction], loaded: list[JitFunction]) -> None:
+        self.functions, self.loaded = functions, loaded
+
+    def sampled_function(self, pc: int) -> JitFunction | None:
         for f in self.functions:
-            if f.object.contains(pc):
-                return f.object
+            if f.start <= pc < f.end:
+                return f
         return None
 
     def jit_functions(self) -> list[JitFunction]:
-        return self.functions
+        return self.loaded
 
 
 def test_records_are_built_for_sampled_functions_only_hottest_first() -> None:
     kernel, helper = user_function("kernel"), user_function("helper")
     counts = {kernel.start + 0x2A: 1, helper.start: 3, helper.start + 1: 1, 0x10: 7}
-    symboliser: Any = FakeSymboliser(all_functions())
+    symboliser: Any = FakeSymboliser(all_functions(), all_functions())
     records = build_records(symboliser, counts)
     assert [r.display_name for r in records] == ["helper", "kernel"]
     assert [r.samples for r in records] == [4, 1]
+    # Every object unregistered by the end (the interpreter has exited): same records.
+    gone: Any = FakeSymboliser(all_functions(), [])
+    assert build_records(gone, counts) == records
+
+
+def test_live_records_survive_the_unregistering_of_objects() -> None:
+    """In this process: a sample's function is noted when it is symbolised, so its record is
+    still built after every JIT object has left the symboliser (as when the target's
+    interpreter exits before the run ends), from the code read at load time."""
+    import os
+
+    from profila.sampling.raw import RawSample
+    from profila.symbols.symboliser import Symboliser
+
+    from . import test_symbols_symboliser as live
+
+    live.caller(live.np.arange(4.0))
+    with Symboliser(os.getpid()) as s:
+        ra = live.call_to_leaf(s)
+        stack = struct.pack("<Q", ra) + live.caller_frame_stack(
+            s, ra, live.libpython_address() + 16
+        )
+        (leaf, *_) = live.functions(s, "leaf")
+        sample = s.symbolise(RawSample(live.TID, 0, leaf.start, live.SP, 0, stack))
+        assert sample.jit_pc == leaf.start and s.sampled_function(leaf.start) is leaf
+        s._objects.clear()  # what refresh() does when the target unregisters them
+        s._rebuild_index()
+        assert s.object_at(leaf.start) is None and s.jit_functions() == []
+        (record,) = build_records(s, {leaf.start: 3})
+    assert record.display_name == "leaf" and record.counts == {leaf.start: 3}
+    assert record.instructions[0].address == leaf.start
+    assert record.instructions[-1].text.startswith("ret")
+    assert {i.line for i in record.instructions if i.file == live.__file__} >= {
+        live.source_line("LEAF_BODY")
+    }
