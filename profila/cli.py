@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from profila import __version__
+from profila.asm import AsmFunction
 from profila.errors import EXIT_USAGE, ProfilaError, UsageError
 from profila.model import Profile
 from profila.render import asm as asm_renderer
@@ -230,10 +231,10 @@ def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _print_asm(profile: Profile, namespace: argparse.Namespace) -> None:
-    """The assembly view, after the report, when --asm or --asm-all was given."""
+def _asm_choice(profile: Profile, namespace: argparse.Namespace) -> list[AsmFunction] | None:
+    """The functions for the assembly view (None: no --asm or --asm-all given)."""
     if namespace.asm is None and not namespace.asm_all:
-        return
+        return None
     chosen = asm_renderer.select(profile, namespace.asm or None)
     if namespace.asm and not chosen:
         known = ", ".join(asm_renderer.names(profile)) or "none"
@@ -241,6 +242,15 @@ def _print_asm(profile: Profile, namespace: argparse.Namespace) -> None:
             f"no sampled Numba function named {namespace.asm!r} for --asm "
             f"(functions with samples: {known})"
         )
+    return chosen
+
+
+def _print_asm(
+    profile: Profile, chosen: list[AsmFunction] | None, namespace: argparse.Namespace
+) -> None:
+    """The assembly view, after the report."""
+    if chosen is None:
+        return
     color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
     width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
     text = asm_renderer.render(
@@ -276,7 +286,7 @@ def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
     sys.stderr.flush()
     _print_report(result.profile, namespace)
     try:
-        _print_asm(result.profile, namespace)
+        _print_asm(result.profile, _asm_choice(result.profile, namespace), namespace)
     except UsageError as exc:
         # After the run, the target's exit status stays the answer: say it, do not fail.
         print(f"profila: {exc}", file=sys.stderr)
@@ -294,8 +304,9 @@ def _show(namespace: argparse.Namespace) -> int:
         raise UsageError(f"{namespace.profile} is not a readable profila profile: {exc}") from exc
     if namespace.output:
         check_writable(namespace.output)
+    chosen = _asm_choice(profile, namespace)  # a bad --asm=NAME fails before anything prints
     _print_report(profile, namespace)
-    _print_asm(profile, namespace)
+    _print_asm(profile, chosen, namespace)
     _write_output(profile, namespace, fmt)
     return 0
 
