@@ -141,8 +141,8 @@ def _function(console: Console, p: Profile, r: AsmFunction, whole: bool, sources
     )
     console.print(title)
     console.print(
-        f"{total} samples in this function ({_share(total, p.running).strip()} of the run's "
-        "running samples); per instruction: samples, % of this function's samples"
+        f"{total} samples in this function, {_share(total, p.running).strip()} of the run's "
+        f"running samples; the % column is of these {total}"
     )
     instructions = r.instructions
     last = len(instructions) - 1
