@@ -250,8 +250,15 @@ def _instruction(address: int, text: str, fn: JitFunction) -> AsmInstruction:
     return AsmInstruction(address, text, frames[0].file, frames[0].line)
 
 
-def build_records(symboliser: Symboliser, pc_counts: Mapping[int, int]) -> list[AsmFunction]:
-    """Records of every JIT function with samples, hottest first.
+# Records kept per profile: the cost (20-30 us per instruction at the end of the run, ~80 bytes
+# of JSON per instruction; docs/performance.md) is paid for the hottest functions only.
+MAX_RECORDS = 32
+
+
+def build_records(
+    symboliser: Symboliser, pc_counts: Mapping[int, int], limit: int = MAX_RECORDS
+) -> list[AsmFunction]:
+    """Records of the ``limit`` hottest JIT functions with samples, hottest first.
 
     ``pc_counts`` is the Aggregator's count of samples per innermost Numba pc; each pc's
     function is the one the symboliser noted when it symbolised the sample, so functions whose
@@ -264,14 +271,22 @@ def build_records(symboliser: Symboliser, pc_counts: Mapping[int, int]) -> list[
             by_function[fn][pc] = n
     if not by_function:
         return []
+    hottest = sorted(by_function, key=lambda f: (-sum(by_function[f].values()), f.start))[:limit]
     known = {f.start: f for f in symboliser.jit_functions()}
-    for fn in by_function:
+    for fn in hottest:
         for f in fn.object.functions:
             known.setdefault(f.start, f)
     symbols = SymbolIndex(known.values())
-    records = [disassemble(fn, counts, symbols) for fn, counts in by_function.items()]
+    records = [disassemble(fn, by_function[fn], symbols) for fn in hottest]
     records.sort(key=lambda r: (-r.samples, r.display_name, r.start))
     return records
 
 
-__all__ = ["AsmFunction", "AsmInstruction", "SymbolIndex", "build_records", "disassemble"]
+__all__ = [
+    "MAX_RECORDS",
+    "AsmFunction",
+    "AsmInstruction",
+    "SymbolIndex",
+    "build_records",
+    "disassemble",
+]

@@ -180,6 +180,8 @@ def test_records_are_built_for_sampled_functions_only_hottest_first() -> None:
     # Every object unregistered by the end (the interpreter has exited): same records.
     gone: Any = FakeSymboliser(all_functions(), [])
     assert build_records(gone, counts) == records
+    # Only the hottest functions get a record when there are more than the limit.
+    assert [r.display_name for r in build_records(symboliser, counts, limit=1)] == ["helper"]
 
 
 def test_live_records_survive_the_unregistering_of_objects() -> None:
