@@ -35,12 +35,16 @@ class Aggregator:
         self.function_total: Counter[_FunctionKey] = Counter()
         self.thread_samples: Counter[int] = Counter()
         self._idle_ns: Counter[int] = Counter()
+        # Samples per innermost Numba pc, for the assembly view (bounded by the code's size).
+        self.jit_pcs: Counter[int] = Counter()
 
     def add(self, sample: Sample) -> None:
         self.classes[sample.kind.value] += 1
         self.thread_samples[sample.tid] += 1
         if sample.kind is not SampleKind.NUMBA or not sample.frames:
             return
+        if sample.jit_pc is not None:
+            self.jit_pcs[sample.jit_pc] += 1
         innermost = sample.frames[0]
         self.line_self[(innermost.file, innermost.line, innermost.function)] += 1
         self.function_self[(innermost.file, innermost.function)] += 1

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from profila import __version__
+from profila.asm import AsmFunction
 from profila.errors import EXIT_USAGE, ProfilaError, UsageError
 from profila.model import Profile
+from profila.render import asm as asm_renderer
 from profila.render import json as json_renderer
 from profila.render import text as text_renderer
 
@@ -69,12 +71,30 @@ def _parser() -> argparse.ArgumentParser:
         help="perf: perf_event_open, no stops; gdb: stops under gdb (slower); auto (default): "
         "perf where the kernel allows it, else gdb",
     )
+    _asm_options(annotate)
     annotate.add_argument("target", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     show = sub.add_parser("show", help="render a saved JSON profile")
     show.add_argument("profile", help="a profile written by `annotate -o FILE.json`")
     _output_options(show)
+    _asm_options(show)
     return parser
+
+
+def _asm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--asm",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="also show the machine code with per-instruction samples and source lines: of the "
+        f"{asm_renderer.TOP} hottest Numba functions, or with --asm=NAME of the function NAME",
+    )
+    parser.add_argument(
+        "--asm-all",
+        action="store_true",
+        help="with --asm: whole functions, not only the hot regions (implies --asm)",
+    )
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +113,7 @@ def _dispatch(args: list[str]) -> int:
     # Everything after the first `--` belongs to the target; without `--`, the target starts at
     # annotate's first positional argument (and a later `--` is the target's own).
     split = args.index("--") if "--" in args else len(args)
-    namespace = _parser().parse_args(args[:split])
+    namespace = _parser().parse_args(_bare_asm(args[:split], split < len(args)))
     if namespace.command == "annotate":
         after = args[split + 1 :]
         target = (
@@ -105,6 +125,34 @@ def _dispatch(args: list[str]) -> int:
     if split < len(args):
         raise UsageError("`--` only goes with `annotate`")
     return _show(namespace)
+
+
+def _bare_asm(args: list[str], has_separator: bool) -> list[str]:
+    """A bare ``--asm`` takes no value (a name is given as ``--asm=NAME``): without this, it
+    would swallow the next word, e.g. the profile of ``show --asm p.json``. Without ``--``,
+    annotate's target starts at its first word, so only the words before it are options."""
+    if not has_separator and args[:1] == ["annotate"]:
+        return [args[0], *_bare_asm_options(args[1:])]
+    return ["--asm=" if a == "--asm" else a for a in args]
+
+
+# annotate's options that take a value as the next word (for _bare_asm_options).
+_VALUE_OPTIONS = {"--rate", "-o", "--output", "--format", "--gdb", "--debuginfo", "--sampler"}
+
+
+def _bare_asm_options(args: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("-"):
+            return out + args[i:]  # the target and its arguments, untouched
+        out.append("--asm=" if a == "--asm" else a)
+        if a in _VALUE_OPTIONS and i + 1 < len(args):
+            out.append(args[i + 1])
+            i += 1
+        i += 1
+    return out
 
 
 def _output_format(namespace: argparse.Namespace) -> str | None:
@@ -183,6 +231,38 @@ def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _asm_choice(profile: Profile, namespace: argparse.Namespace) -> list[AsmFunction] | None:
+    """The functions for the assembly view (None: no --asm or --asm-all given)."""
+    if namespace.asm is None and not namespace.asm_all:
+        return None
+    chosen = asm_renderer.select(profile, namespace.asm or None)
+    if namespace.asm and not chosen:
+        known = ", ".join(asm_renderer.names(profile)) or "none"
+        raise UsageError(
+            f"no sampled Numba function named {namespace.asm!r} for --asm "
+            f"(functions with samples: {known})"
+        )
+    return chosen
+
+
+def _print_asm(
+    profile: Profile, chosen: list[AsmFunction] | None, namespace: argparse.Namespace
+) -> None:
+    """The assembly view, after the report."""
+    if chosen is None:
+        return
+    color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
+    width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
+    text = asm_renderer.render(
+        profile, chosen, whole=namespace.asm_all, color=color, width=max(60, width)
+    )
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
     if not 0 < namespace.rate <= 10000:
         raise UsageError("--rate must be between 0 and 10000 samples per second")
@@ -205,6 +285,11 @@ def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
     )
     sys.stderr.flush()
     _print_report(result.profile, namespace)
+    try:
+        _print_asm(result.profile, _asm_choice(result.profile, namespace), namespace)
+    except UsageError as exc:
+        # After the run, the target's exit status stays the answer: say it, do not fail.
+        print(f"profila: {exc}", file=sys.stderr)
     _write_output(result.profile, namespace, fmt)
     return result.status.shell_code
 
@@ -219,7 +304,9 @@ def _show(namespace: argparse.Namespace) -> int:
         raise UsageError(f"{namespace.profile} is not a readable profila profile: {exc}") from exc
     if namespace.output:
         check_writable(namespace.output)
+    chosen = _asm_choice(profile, namespace)  # a bad --asm=NAME fails before anything prints
     _print_report(profile, namespace)
+    _print_asm(profile, chosen, namespace)
     _write_output(profile, namespace, fmt)
     return 0
 

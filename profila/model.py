@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from profila.asm import AsmFunction
+
 SCHEMA = "profila.profile"
 SCHEMA_VERSION = 1
 
@@ -61,6 +63,8 @@ class Profile:
     functions: list[FunctionCounts] = field(default_factory=list)
     threads: list[ThreadCounts] = field(default_factory=list)
     sources: dict[str, SourceFingerprint] = field(default_factory=dict)
+    # Per-instruction records of the JIT functions with samples (optional; docs/asm.md).
+    asm: list[AsmFunction] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -96,6 +100,8 @@ class Profile:
             "lines": [asdict(x) for x in self.lines],
             "sources": {path: asdict(fp) for path, fp in self.sources.items()},
         }
+        if self.asm:
+            doc["asm"] = [a.to_dict() for a in self.asm]
         return json.dumps(doc, indent=1) + "\n"
 
     @classmethod
@@ -120,4 +126,5 @@ class Profile:
             functions=[FunctionCounts(**f) for f in doc["functions"]],
             threads=[ThreadCounts(**t) for t in doc["threads"]],
             sources={p: SourceFingerprint(**fp) for p, fp in doc["sources"].items()},
+            asm=[AsmFunction.from_dict(a) for a in doc.get("asm", [])],
         )

@@ -6,6 +6,7 @@ Profile. Nothing here renders.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from profila.aggregate import Aggregator
+from profila.asm import AsmFunction, build_records
 from profila.errors import EnvironmentProblem
 from profila.host.gdb import GdbHost
 from profila.host.target import ExitStatus, HeldTarget
@@ -91,6 +93,7 @@ def run(request: RunRequest) -> RunResult:
         duration = time.monotonic() - started
         _consume(sampler.read(), symboliser, aggregator)
         sampler.close()
+        asm = _asm_records(symboliser, aggregator)
         if symboliser is not None:
             symboliser.close()
         # A target still running (second Ctrl-C) must not keep profila waiting for gdb.
@@ -107,6 +110,7 @@ def run(request: RunRequest) -> RunResult:
         debuginfo=request.debuginfo,
         sampler="gdb" if isinstance(sampler, GdbStopSampler) else "perf",
     )
+    profile = dataclasses.replace(profile, asm=asm)
     return RunResult(profile, status or ExitStatus(None, None))
 
 
@@ -187,6 +191,18 @@ def _consume(
             aggregator.add_idle(record.tid, record.end_ns - record.start_ns)
         else:
             aggregator.add_bad(record.count)
+
+
+def _asm_records(symboliser: Symboliser | None, aggregator: Aggregator) -> list[AsmFunction]:
+    """Disassembly of the sampled JIT functions, once each, after sampling has ended (the code
+    was read when its object was loaded). A failure here costs the view, never the run."""
+    if symboliser is None:
+        return []
+    try:
+        return build_records(symboliser, aggregator.jit_pcs)
+    except Exception as exc:  # noqa: BLE001 - e.g. capstone missing or broken
+        print(f"profila: no assembly view: {exc}", file=sys.stderr)
+        return []
 
 
 __all__ = ["RunRequest", "RunResult", "run"]

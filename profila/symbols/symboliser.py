@@ -105,6 +105,9 @@ class Symboliser:
         except OSError:
             self._exe = ""
         self.load_errors = 0  # objects that could not be parsed
+        # The function of every jit_pc returned, noted at first sight: objects are unregistered
+        # (at the latest as the interpreter exits) before the assembly view is built.
+        self._sampled: dict[int, JitFunction | None] = {}
         self.refresh()
 
     # -- the JIT object list -----------------------------------------------------------
@@ -345,9 +348,19 @@ class Symboliser:
     def symbolise(self, raw: RawSample) -> Sample:
         """Classify and symbolise one raw sample. Never raises."""
         try:
-            return self._symbolise(raw)
+            sample = self._symbolise(raw)
         except Exception:  # noqa: BLE001 - a sample that cannot be understood is BAD
             return Sample(raw.tid, SampleKind.BAD)
+        pc = sample.jit_pc
+        if pc is not None and pc not in self._sampled and len(self._sampled) < 200_000:
+            obj = self.object_at(pc)
+            self._sampled[pc] = obj.function_at(pc) if obj is not None else None
+        return sample
+
+    def sampled_function(self, pc: int) -> JitFunction | None:
+        """The JIT function a sample's ``jit_pc`` was in when it was symbolised, even if its
+        object has been unregistered since (None if unknown)."""
+        return self._sampled.get(pc)
 
     def _symbolise(self, raw: RawSample) -> Sample:
         if raw.ip == 0 or not raw.stack:
@@ -407,6 +420,7 @@ class Symboliser:
         self._ends = []
         self._code = RangeSet([])
         self._info.clear()
+        self._sampled.clear()
 
     def __enter__(self) -> Symboliser:
         return self
