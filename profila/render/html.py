@@ -112,7 +112,9 @@ def _summary(p: Profile) -> list[str]:
     rows.append("</table>")
     idle = p.samples.get("idle", 0)
     if idle:
-        rows.append(f"<p>{idle} idle samples (threads blocked or sleeping) are not in the shares")
+        rows.append(
+            f"<p>{idle} idle samples (threads blocked or sleeping) are not in the shares</p>"
+        )
     return rows
 
 
