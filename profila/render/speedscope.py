@@ -26,6 +26,7 @@ _CLASS_FRAMES = {
     "bad": "[unreadable samples]",
 }
 _DROPPED = "[numba: stack not kept (too many distinct stacks)]"
+_NO_FRAME = "[numba: no source frame]"
 
 
 def frame_name(frame: StackFrame) -> str:
@@ -57,6 +58,9 @@ def render(profile: Profile) -> str:
             stacks.append(([numba_frame(profile.stacks.frames[i]) for i in s.frames], s.count))
         if profile.stacks.dropped:
             stacks.append(([frame(_DROPPED)], profile.stacks.dropped))
+        unplaced = profile.samples.get("numba", 0) - sum(c for _, c in stacks)
+        if unplaced > 0:  # Numba samples without any source frame
+            stacks.append(([frame(_NO_FRAME)], unplaced))
     else:
         # An older profile without stacks: each line's self samples as a one-frame stack.
         for x in profile.lines:

@@ -74,3 +74,19 @@ def test_names_with_markup_or_quotes_stay_valid_json() -> None:
     doc = json.loads(speedscope.render(p))
     check_speedscope(doc)
     assert doc["shared"]["frames"][0]["name"] == 'f"<script> (d.py:3)'
+
+
+def test_numba_samples_without_a_stack_keep_their_weight() -> None:
+    """Dropped stacks and Numba samples without source frames still weigh in the flame graph,
+    so its proportions match the report's shares."""
+    frames = [StackFrame("/x/d.py", 17, "dither")]
+    stacks = Stacks(frames, [StackCounts((0,), 100)], dropped=30)
+    p = Profile(**{**sample_profile().__dict__, "stacks": stacks})  # 140 numba samples
+    doc = json.loads(speedscope.render(p))
+    check_speedscope(doc)
+    names = [f["name"] for f in doc["shared"]["frames"]]
+    [profile] = doc["profiles"]
+    weights = {names[s[0]]: w for s, w in zip(profile["samples"], profile["weights"], strict=True)}
+    assert weights["[numba: stack not kept (too many distinct stacks)]"] == pytest.approx(0.3)
+    assert weights["[numba: no source frame]"] == pytest.approx(0.1)
+    assert profile["endValue"] == pytest.approx(1.48)  # every running sample, at 100 Hz
