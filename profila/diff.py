@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from profila.model import Profile
-from profila.sources import line_text
+from profila.sources import read_source
 
 NOISE_SIGMAS = 2.0  # a change within this many standard errors is called noise
 
@@ -168,11 +168,20 @@ def _add(rows: _Rows, key: _Key, text: str | None, counts: Counts) -> None:
 
 def _line_rows(p: Profile, file_key: _FileKey) -> _Rows:
     rows: _Rows = {}
+    texts = {x.file: _texts_of(p, x.file) for x in p.lines}
     for x in p.lines:
-        text = line_text(p, x.file, x.line)
+        text = texts[x.file].get(x.line)
         key: _Key = (file_key(x.file), x.function, x.line if text is None else text)
         _add(rows, key, text, Counts(x.file, x.line, x.self, x.total))
     return rows
+
+
+def _texts_of(p: Profile, path: str) -> dict[int, str]:
+    """The profile's stored texts of a file's lines, else those of the unchanged file."""
+    if path in p.line_text:
+        return p.line_text[path]
+    source, _ = read_source(p, path)
+    return {n: text.strip() for n, text in enumerate(source or [], 1)}
 
 
 def _function_rows(p: Profile, file_key: _FileKey) -> _Rows:

@@ -27,14 +27,3 @@ def line_texts(path: str, numbers: set[int]) -> dict[int, str]:
     except OSError:
         return {}
     return {n: lines[n - 1].strip() for n in sorted(numbers) if 0 < n <= len(lines)}
-
-
-def line_text(profile: Profile, path: str, number: int) -> str | None:
-    """A counted line's stripped text: from the profile, else from the unchanged file."""
-    stored = profile.line_text.get(path)
-    if stored is not None:
-        return stored.get(number)
-    source, _ = read_source(profile, path)
-    if source is None or not 0 < number <= len(source):
-        return None
-    return source[number - 1].strip()

@@ -241,10 +241,19 @@ def _asm_by_function(asm: Any) -> dict[str, list[Any]]:
     if not asm:
         return grouped
     for entry in asm.values() if isinstance(asm, Mapping) else asm:
-        name = _field(entry, "name")
+        # display_name is the name the function has in `functions` ("add [cpython wrapper]");
+        # name may be the mangled symbol.
+        name = _field(entry, "display_name") or _field(entry, "name")
         if name is not None:
             grouped.setdefault(str(name), []).append(entry)
     return grouped
+
+
+def _address(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _asm_view(p: Profile, entries: list[Any]) -> list[str]:
@@ -252,14 +261,14 @@ def _asm_view(p: Profile, entries: list[Any]) -> list[str]:
     out.append("<span>instruction</span><span>source</span></div>")
     for entry in entries:
         counts = _field(entry, "counts") or {}
-        by_address = {str(k): int(v) for k, v in dict(counts).items()}
+        # {address: n}, with int or string keys, or a list of [address, n] pairs.
+        pairs = counts.items() if isinstance(counts, Mapping) else counts
+        by_address = {_address(k): int(v) for k, v in pairs}
         for ins in _field(entry, "instructions") or []:
-            address = _field(ins, "address", 0)
-            count = by_address.get(str(address), 0)
-            try:
-                shown = f"{int(address):#x}"
-            except (TypeError, ValueError):
-                shown = str(address)
+            address = _field(ins, "address")
+            number = _address(address)
+            count = by_address.get(number, 0) if number is not None else 0
+            shown = f"{number:#x}" if number is not None else str(address)
             file, line = _field(ins, "file"), _field(ins, "line")
             where = f"{display_path(str(file))}:{line}" if file and line else ""
             share = f"{_pct(count, p.running):.1f}%" if count else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 from profila.model import FunctionCounts, LineCounts, Profile, SourceFingerprint
 from profila.render import html
@@ -99,6 +100,7 @@ def test_assembly_is_shown_beside_the_source_when_present(tmp_path: Path) -> Non
     asm = [
         {
             "name": "k",
+            "display_name": "k",
             "start": 4096,
             "end": 4104,
             "instructions": [
@@ -113,6 +115,25 @@ def test_assembly_is_shown_beside_the_source_when_present(tmp_path: Path) -> Non
     assert '<div class="pair">' in page
     assert "0x1000" in page and "vmulsd xmm0, xmm1, &lt;x&gt;" in page
     assert "47.3%" in page  # 70 of 148 running samples on that instruction
+
+
+def test_assembly_records_as_objects_with_display_names(tmp_path: Path) -> None:
+    """The model's own records (objects, mangled name plus display name, int-keyed counts)
+    are shown beside the function they belong to."""
+    src = str(tmp_path / "kernel.py")
+    instruction = SimpleNamespace(address=0x2000, text="addq $1, %rax", file=src, line=2)
+    record = SimpleNamespace(
+        name="_ZN8__main__1kB2v1E",
+        display_name="k",
+        start=0x2000,
+        end=0x2004,
+        instructions=(instruction,),
+        counts={0x2000: 37},
+    )
+    page = html.render(kernel_profile(tmp_path, asm=[record]))
+    parse(page)
+    assert '<div class="pair">' in page and "0x2000" in page and "addq $1, %rax" in page
+    assert "25.0%" in page  # 37 of 148
 
 
 def test_no_numba_samples(tmp_path: Path) -> None:
