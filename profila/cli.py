@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.machinery
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -291,7 +292,13 @@ def _diff(namespace: argparse.Namespace) -> int:
     if namespace.fail_above is None:
         return 0
     floor = 2 * max(noise_floor(diff.base.running), noise_floor(diff.new.running))
-    if floor > namespace.fail_above:
+    if math.isinf(floor):
+        print(
+            "profila: warning: too few samples for --fail-above: a profile has fewer than 2 "
+            "running samples, so nothing can be concluded",
+            file=sys.stderr,
+        )
+    elif floor > namespace.fail_above:
         print(
             f"profila: warning: too few samples for --fail-above {namespace.fail_above:g}: a "
             f"share can move by up to {floor:.1f} pp by chance (sample longer or at a higher "

@@ -150,3 +150,24 @@ def test_html_report_in_a_headless_browser(profiles: dict[str, Path], tmp_path: 
     hottest = re.search(r'id="hottest"[^>]*>(.*?)</div>', dom)
     assert hottest is not None
     assert ROUNDING.replace(">", "&gt;").replace("<", "&lt;") in hottest.group(1)
+
+
+@pytest.mark.parametrize("name", ["report.html", "profile.speedscope.json"])
+def test_annotate_writes_html_and_speedscope(tmp_path: Path, name: str) -> None:
+    """`annotate -o` picks the format by the file name, also for a run with no Numba code."""
+    out = tmp_path / name
+    run = profila(
+        "-c",
+        "sum(range(10**6))",
+        tmp_path=tmp_path,
+        json_out=False,
+        options=("-o", str(out)),
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    text = out.read_text()
+    if name.endswith(".html"):
+        assert text.startswith("<!DOCTYPE html>")
+        assert "No samples landed in Numba-compiled code." in text
+    else:
+        jsonschema = pytest.importorskip("jsonschema")
+        jsonschema.validate(json.loads(text), json.loads(SPEEDSCOPE_SCHEMA.read_text()))

@@ -187,3 +187,18 @@ def test_unreadable_profile_is_a_usage_error(
     assert main(["diff", str(bad), str(bad)]) == 2
     assert "is not a readable profila profile" in capsys.readouterr().err
     assert main(["diff", str(tmp_path / "none.json"), str(bad)]) == 2
+
+
+def test_profiles_without_samples_diff_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Zero running samples: no rows, no division by zero, and a warning that nothing can be
+    concluded."""
+    empty = write(tmp_path, "e.json", profile([], running=0))
+    assert main(["diff", empty, empty, "--fail-above", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert "none: no samples in Numba-compiled code in either run" in out
+    assert "too few samples" in err
+    assert main(["diff", empty, empty, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["lines"] == [] and doc["base"]["max_sampling_error_pp"] is None
