@@ -58,10 +58,10 @@ class Aggregator:
             self.line_total[key] += 1
         for fkey in {(f.file, f.function) for f in sample.frames}:
             self.function_total[fkey] += 1
-        stack = sample.frames[::-1]  # root first
-        if stack in self.stacks or len(self.stacks) < MAX_STACKS:
-            self.stacks[stack] += 1
-        else:
+        stack = sample.frames  # innermost first, as sampled; reversed in the profile
+        self.stacks[stack] += 1
+        if len(self.stacks) > MAX_STACKS:  # a new stack past the cap: count it as dropped
+            del self.stacks[stack]
             self.stacks_dropped += 1
 
     def add_idle(self, tid: int, duration_ns: int) -> None:
@@ -127,7 +127,7 @@ class Aggregator:
     def _stacks(self) -> Stacks:
         index: dict[SourceFrame, int] = {}
         stacks = [
-            StackCounts(tuple(index.setdefault(f, len(index)) for f in stack), count)
+            StackCounts(tuple(index.setdefault(f, len(index)) for f in reversed(stack)), count)
             for stack, count in self.stacks.most_common()
         ]
         frames = [StackFrame(f.file, f.line, f.function) for f in index]
