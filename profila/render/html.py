@@ -36,6 +36,7 @@ details{margin:.1em 0}summary{color:#888;cursor:pointer}
 .pair>div{min-width:0;overflow-x:auto}
 .asm .row{grid-template-columns:7em 5.5em 1fr 14em}
 #hottest{outline:2px solid #d9534f}
+.linked{outline:2px solid #337ab7}
 """
 
 # Records a script error in the page itself (data-errors), so a headless test can see it.
@@ -48,6 +49,14 @@ document.addEventListener('DOMContentLoaded',function(){
     var all=document.querySelectorAll('details.cold'),open=b.dataset.open!=='1';
     all.forEach(function(d){d.open=open;});b.dataset.open=open?'1':'0';
     b.textContent=open?'fold cold lines':'unfold cold lines';});}
+  // Pointing at an instruction outlines its source line in the same section.
+  document.querySelectorAll('section').forEach(function(sec){
+    sec.querySelectorAll('.asm .row[data-line]').forEach(function(r){
+      function mark(on){
+        sec.querySelectorAll('.src .row[data-line="'+r.dataset.line+'"]').forEach(
+          function(x){x.classList.toggle('linked',on);});}
+      r.addEventListener('mouseenter',function(){mark(true);});
+      r.addEventListener('mouseleave',function(){mark(false);});});});
   document.body.dataset.rendered='yes';
 });
 """
@@ -172,7 +181,7 @@ def _function_section(
         out.append('<div class="pair"><div>')
         out.extend(source_view)
         out.append("</div><div>")
-        out.extend(_asm_view(p, asm))
+        out.extend(_asm_view(p, asm, f.file))
         out.append("</div></div>")
     else:
         out.extend(source_view)
@@ -256,7 +265,7 @@ def _address(value: Any) -> int | None:
         return None
 
 
-def _asm_view(p: Profile, entries: list[Any]) -> list[str]:
+def _asm_view(p: Profile, entries: list[Any], source_file: str | None = None) -> list[str]:
     out = ['<div class="asm"><div class="row head"><span>address</span><span>samples</span>']
     out.append("<span>instruction</span><span>source</span></div>")
     for entry in entries:
@@ -272,8 +281,9 @@ def _asm_view(p: Profile, entries: list[Any]) -> list[str]:
             file, line = _field(ins, "file"), _field(ins, "line")
             where = f"{display_path(str(file))}:{line}" if file and line else ""
             share = f"{_pct(count, p.running):.1f}%" if count else ""
+            link = f' data-line="{int(line)}"' if file == source_file and line else ""
             out.append(
-                f'<div class="row"{_heat(count, p.running)}><span>{escape(shown)}</span>'
+                f'<div class="row"{link}{_heat(count, p.running)}><span>{escape(shown)}</span>'
                 f"<span>{share}</span><span>{escape(str(_field(ins, 'text', '')))}</span>"
                 f"<span>{escape(where)}</span></div>"
             )

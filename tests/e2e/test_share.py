@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from profila.render import html
+from tests.unit.test_render_html import kernel_profile
+
 from .conftest import EXAMPLES, ROOT, profila
 
 TARGET = Path(__file__).resolve().parent / "targets" / "dither_fixed.py"
@@ -117,15 +120,12 @@ def test_speedscope_file_of_a_real_run(profiles: dict[str, Path], tmp_path: Path
     assert frames[heaviest[-1]]["name"] == f"dither (dither.py:{rounding_line})"
 
 
-def test_html_report_in_a_headless_browser(profiles: dict[str, Path], tmp_path: Path) -> None:
-    """Chromium renders the page without console errors, its script ran, and the line marked
-    hottest is the rounding line of the naive kernel."""
+def open_in_chromium(page: Path) -> str:
+    """The DOM of ``page`` after Chromium loaded it and ran its script; fails on any console
+    message (script errors, failed loads)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    report = tmp_path / "report.html"
-    proc = cli("show", str(profiles["naive"]), "--no-color", "-o", str(report))
-    assert proc.returncode == 0, proc.stderr
     shown = subprocess.run(
         [
             browser,
@@ -135,7 +135,7 @@ def test_html_report_in_a_headless_browser(profiles: dict[str, Path], tmp_path: 
             "--enable-logging=stderr",
             "--v=0",
             "--dump-dom",
-            report.as_uri(),
+            page.as_uri(),
         ],
         capture_output=True,
         text=True,
@@ -147,6 +147,16 @@ def test_html_report_in_a_headless_browser(profiles: dict[str, Path], tmp_path: 
     dom = shown.stdout
     assert re.search(r'<body[^>]*data-rendered="yes"', dom)
     assert "data-errors" not in dom
+    return dom
+
+
+def test_html_report_in_a_headless_browser(profiles: dict[str, Path], tmp_path: Path) -> None:
+    """Chromium renders the page without console errors, its script ran, and the line marked
+    hottest is the rounding line of the naive kernel."""
+    report = tmp_path / "report.html"
+    proc = cli("show", str(profiles["naive"]), "--no-color", "-o", str(report))
+    assert proc.returncode == 0, proc.stderr
+    dom = open_in_chromium(report)
     hottest = re.search(r'id="hottest"[^>]*>(.*?)</div>', dom)
     assert hottest is not None
     assert ROUNDING.replace(">", "&gt;").replace("<", "&lt;") in hottest.group(1)
@@ -171,3 +181,26 @@ def test_annotate_writes_html_and_speedscope(tmp_path: Path, name: str) -> None:
     else:
         jsonschema = pytest.importorskip("jsonschema")
         jsonschema.validate(json.loads(text), json.loads(SPEEDSCOPE_SCHEMA.read_text()))
+
+
+def test_html_with_assembly_in_a_headless_browser(tmp_path: Path) -> None:
+    """The assembly view beside the source (and its script) runs without errors too."""
+    asm = [
+        {
+            "name": "k",
+            "display_name": "k",
+            "instructions": [
+                {
+                    "address": 4096,
+                    "text": "addq $1, %rax",
+                    "file": str(tmp_path / "kernel.py"),
+                    "line": 33,
+                }
+            ],
+            "counts": {"4096": 5},
+        }
+    ]
+    page = tmp_path / "asm.html"
+    page.write_text(html.render(kernel_profile(tmp_path, asm=asm)))
+    dom = open_in_chromium(page)
+    assert "addq $1, %rax" in dom and 'class="pair"' in dom
