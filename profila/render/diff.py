@@ -44,9 +44,15 @@ def _run_summary(p: Profile) -> str:
     numba = p.samples.get("numba", 0)
     numba_share = f"{100.0 * numba / p.running:.1f}%" if p.running else "n/a"
     return (
-        f"{p.duration_s:.2f} s, {p.running} running samples at {p.rate_hz:g} Hz, "
-        f"Numba {numba_share}, python {shlex.join(p.command)}"
+        f"{p.duration_s:.2f} s ({cpu_seconds(p):.2f} s on CPU), {p.running} running samples at "
+        f"{p.rate_hz:g} Hz, Numba {numba_share}, python {shlex.join(p.command)}"
     )
+
+
+def cpu_seconds(p: Profile) -> float:
+    """Thread time on the CPU (running samples at the sampling rate): for a fixed amount of
+    work, less is faster, whatever else the machine was doing."""
+    return p.running / p.rate_hz if p.rate_hz > 0 else 0.0
 
 
 def _pp(value: float) -> str:
@@ -113,6 +119,7 @@ def _json_run(p: Profile) -> dict[str, Any]:
     return {
         "command": p.command,
         "duration_s": p.duration_s,
+        "cpu_s": round(cpu_seconds(p), 6),
         "rate_hz": p.rate_hz,
         "running": p.running,
         "numba": p.samples.get("numba", 0),

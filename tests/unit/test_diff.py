@@ -167,7 +167,8 @@ def test_text_diff_has_the_runs_and_the_rows(
     new = write(tmp_path, "n.json", profile([("/a/b.py", 3, "k", 20, DIFFUSE)], 500))
     assert main(["diff", base, new]) == 0
     out = capsys.readouterr().out
-    assert "base: 10.00 s, 1000 running samples" in out and "new: 5.00 s, 500" in out
+    assert "base: 10.00 s (10.00 s on CPU), 1000 running samples" in out
+    assert "new: 5.00 s (5.00 s on CPU), 500" in out
     assert "1.0%   4.0%    +3.0" in out and DIFFUSE in out
 
 
