@@ -275,7 +275,7 @@ def _load(path: str) -> Profile:
 
 
 def _diff(namespace: argparse.Namespace) -> int:
-    from profila.diff import compare, noise_floor
+    from profila.diff import chance_change, compare
     from profila.render import diff as diff_renderer
 
     if namespace.fail_above is not None and not namespace.fail_above >= 0:
@@ -291,7 +291,7 @@ def _diff(namespace: argparse.Namespace) -> int:
     sys.stdout.flush()
     if namespace.fail_above is None:
         return 0
-    floor = 2 * max(noise_floor(diff.base.running), noise_floor(diff.new.running))
+    floor = chance_change(diff.base.running, diff.new.running)
     if math.isinf(floor):
         print(
             "profila: warning: too few samples for --fail-above: a profile has fewer than 2 "

@@ -101,6 +101,12 @@ def noise_floor(running: int) -> float:
     return share_error(running // 2, running) if running > 1 else math.inf
 
 
+def chance_change(base_running: int, new_running: int) -> float:
+    """The largest change of a share, in pp, that these sample counts can produce by chance
+    (NOISE_SIGMAS combined standard errors at a 50% share); inf without samples."""
+    return NOISE_SIGMAS * math.hypot(noise_floor(base_running), noise_floor(new_running))
+
+
 def compare(base: Profile, new: Profile) -> Diff:
     files = _pair_files(_files(base), _files(new))
     lines = _match(

@@ -7,7 +7,7 @@ import math
 import shlex
 from typing import Any
 
-from profila.diff import NOISE_SIGMAS, Counts, Diff, Row, noise_floor
+from profila.diff import NOISE_SIGMAS, Counts, Diff, Row, chance_change, noise_floor
 from profila.model import Profile
 from profila.render.paths import display_path
 
@@ -21,10 +21,15 @@ def render_text(diff: Diff, names: tuple[str, str], *, limit: int = 25) -> str:
     for label, p in (("base", diff.base), ("new", diff.new)):
         out.append(f"{label:>4}: {_run_summary(p)}")
     floors = (noise_floor(diff.base.running), noise_floor(diff.new.running))
-    out.append(
-        f"sampling error: at most ±{_pp(floors[0])} (base) and ±{_pp(floors[1])} (new) per share; "
-        f"changes within {NOISE_SIGMAS:g} standard errors are marked ~ (noise)"
-    )
+    chance = chance_change(diff.base.running, diff.new.running)
+    if math.isinf(chance):
+        out.append("sampling error: a run has fewer than 2 running samples: nothing to conclude")
+    else:
+        out.append(
+            f"sampling error: at most ±{_pp(floors[0])} (base) and ±{_pp(floors[1])} (new) per "
+            f"share, so a change under {chance:.1f} pp can be chance; ~ marks changes within "
+            f"{NOISE_SIGMAS:g} standard errors"
+        )
     out.append("")
     for title, rows in (("functions", diff.functions), ("lines", diff.lines)):
         out.append(f"{title} by change of total share (percentage points of running samples):")
