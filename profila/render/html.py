@@ -26,7 +26,10 @@ table.summary td,table.summary th{padding:0 .8em 0 0;text-align:left}
 td.num,th.num{text-align:right}
 .bar{display:inline-block;height:.8em;background:#d9534f;vertical-align:middle}
 .barbox{display:inline-block;width:5em;background:#f1f1f1;margin-left:.3em}
-.row{display:grid;grid-template-columns:4.5em 5.5em 10.5em 1fr;white-space:pre}
+.row{display:grid;grid-template-columns:4.5em 5em 5em 9em 1fr;white-space:pre}
+.heatbar{display:inline-block;position:relative;width:8em;height:.8em;background:#f1f1f1}
+.heatbar .tot{position:absolute;left:0;top:0;bottom:0;background:#f0a8a6}
+.heatbar .slf{position:absolute;left:0;top:0;bottom:0;background:#c9302c}
 .row .n{color:#888;text-align:right;padding-right:.6em}
 .row .s,.row .t{text-align:right;padding-right:.4em}
 .head{color:#666;font-weight:bold}
@@ -198,7 +201,10 @@ def _source_view(p: Profile, f: FunctionCounts, hottest: LineCounts | None) -> l
     known = p.line_text.get(f.file, {})
     last = len(source) if source is not None else max(by_line)
     out.append('<div class="src"><div class="row head"><span class="n">line</span>')
-    out.append('<span class="s">self</span><span class="t">total</span><span>source</span></div>')
+    out.append(
+        '<span class="s">self</span><span class="t">total</span><span title="dark: self, '
+        'light: total, as shares of running samples">bar</span><span>source</span></div>'
+    )
     regions = _regions([n for n in by_line if n <= last], last)
     previous_end = regions[0][0] - 1 if regions else 0
     for start, end in regions:
@@ -223,13 +229,14 @@ def _cold(p: Profile, start: int, end: int, source: list[str]) -> str:
 def _line_row(p: Profile, n: int, counts: LineCounts | None, text: str, hottest: bool) -> str:
     ident = ' id="hottest"' if hottest else ""
     if counts is None:
-        cells = '<span class="s"></span><span class="t"></span>'
+        cells = '<span class="s"></span><span class="t"></span><span></span>'
         heat = ""
     else:
         self_pct, total_pct = _pct(counts.self, p.running), _pct(counts.total, p.running)
         cells = (
-            f'<span class="s">{self_pct:.1f}%</span>'
-            f'<span class="t">{total_pct:.1f}%{_bar(counts.total, p.running)}</span>'
+            f'<span class="s">{self_pct:.1f}%</span><span class="t">{total_pct:.1f}%</span>'
+            f'<span><span class="heatbar"><span class="tot" style="width:{total_pct:.1f}%">'
+            f'</span><span class="slf" style="width:{self_pct:.1f}%"></span></span></span>'
         )
         heat = _heat(counts.self, p.running)
     return (
