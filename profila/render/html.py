@@ -273,6 +273,8 @@ def _address(value: Any) -> int | None:
 
 
 def _asm_view(p: Profile, entries: list[Any], source_file: str | None = None) -> list[str]:
+    """Instructions with their samples; stretches without samples, away from sampled
+    instructions, are folded like cold source lines."""
     out = ['<div class="asm"><div class="row head"><span>address</span><span>samples</span>']
     out.append("<span>instruction</span><span>source</span></div>")
     for entry in entries:
@@ -280,6 +282,7 @@ def _asm_view(p: Profile, entries: list[Any], source_file: str | None = None) ->
         # {address: n}, with int or string keys, or a list of [address, n] pairs.
         pairs = counts.items() if isinstance(counts, Mapping) else counts
         by_address = {_address(k): int(v) for k, v in pairs}
+        rows: list[tuple[int, str]] = []
         for ins in _field(entry, "instructions") or []:
             address = _field(ins, "address")
             number = _address(address)
@@ -289,10 +292,27 @@ def _asm_view(p: Profile, entries: list[Any], source_file: str | None = None) ->
             where = f"{display_path(str(file))}:{line}" if file and line else ""
             share = f"{_pct(count, p.running):.1f}%" if count else ""
             link = f' data-line="{int(line)}"' if file == source_file and line else ""
-            out.append(
-                f'<div class="row"{link}{_heat(count, p.running)}><span>{escape(shown)}</span>'
-                f"<span>{share}</span><span>{escape(str(_field(ins, 'text', '')))}</span>"
-                f"<span>{escape(where)}</span></div>"
+            rows.append(
+                (
+                    count,
+                    f'<div class="row"{link}{_heat(count, p.running)}><span>{escape(shown)}</span>'
+                    f"<span>{share}</span><span>{escape(str(_field(ins, 'text', '')))}</span>"
+                    f"<span>{escape(where)}</span></div>",
+                )
             )
+        hot = [i + 1 for i, (count, _) in enumerate(rows) if count]
+        shown_until = 0
+        for start, end in _regions(hot or [1], len(rows)) if rows else []:
+            if start > shown_until + 1:
+                out.append(_fold([r for _, r in rows[shown_until : start - 1]]))
+            out.extend(r for _, r in rows[start - 1 : end])
+            shown_until = end
+        if shown_until < len(rows):
+            out.append(_fold([r for _, r in rows[shown_until:]]))
     out.append("</div>")
     return out
+
+
+def _fold(rows: list[str]) -> str:
+    label = f"{len(rows)} instruction{'' if len(rows) == 1 else 's'} without samples"
+    return f'<details class="cold"><summary>{label}</summary>{"".join(rows)}</details>'

@@ -143,3 +143,18 @@ def test_no_numba_samples(tmp_path: Path) -> None:
     page = html.render(p)
     parse(page)
     assert "No samples landed in Numba-compiled code." in page
+
+
+def test_long_cold_assembly_is_folded(tmp_path: Path) -> None:
+    """Only the instructions near sampled ones are open; the rest fold into <details>."""
+    src = str(tmp_path / "kernel.py")
+    instructions = [
+        {"address": 0x1000 + 4 * i, "text": f"nop{i}", "file": src, "line": 33} for i in range(40)
+    ]
+    asm = [{"name": "k", "instructions": instructions, "counts": {str(0x1000 + 4 * 20): 9}}]
+    page = html.render(kernel_profile(tmp_path, asm=asm))
+    parse(page)
+    assert "18 instructions without samples" in page and "17 instructions without samples" in page
+    folded = re.findall(r"<details class=\"cold\">(.*?)</details>", page, re.S)
+    assert not any("nop20<" in f for f in folded)
+    assert any("nop0<" in f for f in folded) and any("nop39<" in f for f in folded)
