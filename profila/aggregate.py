@@ -15,12 +15,19 @@ from profila.model import (
     LineCounts,
     Profile,
     SourceFingerprint,
+    StackCounts,
+    StackFrame,
+    Stacks,
     ThreadCounts,
 )
-from profila.symbols.frames import Sample, SampleKind
+from profila.sources import line_texts
+from profila.symbols.frames import Sample, SampleKind, SourceFrame
 
 _LineKey = tuple[str, int, str]  # file, line, function
 _FunctionKey = tuple[str, str]  # file, function
+# Distinct Numba stacks kept for the stack views (speedscope); samples with a new stack beyond
+# this are counted as dropped, so memory stays bounded whatever the program does.
+MAX_STACKS = 20_000
 
 
 class Aggregator:
@@ -37,6 +44,8 @@ class Aggregator:
         self._idle_ns: Counter[int] = Counter()
         # Samples per innermost Numba pc, for the assembly view (bounded by the code's size).
         self.jit_pcs: Counter[int] = Counter()
+        self.stacks: Counter[tuple[SourceFrame, ...]] = Counter()
+        self.stacks_dropped = 0
 
     def add(self, sample: Sample) -> None:
         self.classes[sample.kind.value] += 1
@@ -53,6 +62,11 @@ class Aggregator:
             self.line_total[key] += 1
         for fkey in {(f.file, f.function) for f in sample.frames}:
             self.function_total[fkey] += 1
+        stack = sample.frames  # innermost first, as sampled; reversed in the profile
+        self.stacks[stack] += 1
+        if len(self.stacks) > MAX_STACKS:  # a new stack past the cap: count it as dropped
+            del self.stacks[stack]
+            self.stacks_dropped += 1
 
     def add_idle(self, tid: int, duration_ns: int) -> None:
         """A thread spent ``duration_ns`` blocked or sleeping: idle ticks at the sampling rate."""
@@ -110,7 +124,26 @@ class Aggregator:
             functions=functions,
             threads=threads,
             sources=sources,
+            line_text=_line_text(lines),
+            stacks=self._stacks(),
         )
+
+    def _stacks(self) -> Stacks:
+        index: dict[SourceFrame, int] = {}
+        stacks = [
+            StackCounts(tuple(index.setdefault(f, len(index)) for f in reversed(stack)), count)
+            for stack, count in self.stacks.most_common()
+        ]
+        frames = [StackFrame(f.file, f.line, f.function) for f in index]
+        return Stacks(frames, stacks, self.stacks_dropped)
+
+
+def _line_text(lines: list[LineCounts]) -> dict[str, dict[int, str]]:
+    numbers: dict[str, set[int]] = {}
+    for x in lines:
+        numbers.setdefault(x.file, set()).add(x.line)
+    texts = {path: line_texts(path, wanted) for path, wanted in numbers.items()}
+    return {path: found for path, found in texts.items() if found}
 
 
 def fingerprint(path: str) -> SourceFingerprint:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.machinery
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -18,10 +19,12 @@ from profila.asm import AsmFunction
 from profila.errors import EXIT_USAGE, ProfilaError, UsageError
 from profila.model import Profile
 from profila.render import asm as asm_renderer
+from profila.render import html as html_renderer
 from profila.render import json as json_renderer
+from profila.render import speedscope as speedscope_renderer
 from profila.render import text as text_renderer
 
-FORMATS = {".json": "json"}
+FORMATS = {".json": "json", ".html": "html", ".speedscope.json": "speedscope"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("profile", help="a profile written by `annotate -o FILE.json`")
     _output_options(show)
     _asm_options(show)
+    _diff_parser(sub)
     return parser
 
 
@@ -97,9 +101,35 @@ def _asm_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _diff_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    diff = sub.add_parser(
+        "diff",
+        help="compare two saved profiles: what moved, by line and function",
+        description="Compare two JSON profiles by share of running samples (percentage "
+        "points), matching lines by file, function and source text. Exit status: 0 no line or "
+        "function grew more than --fail-above, 1 some did (they are named on stderr), 2 a "
+        "profile could not be read.",
+    )
+    diff.add_argument("base", help="the reference profile (e.g. from the main branch)")
+    diff.add_argument("new", help="the profile to check")
+    diff.add_argument(
+        "--fail-above",
+        type=float,
+        metavar="PP",
+        help="exit 1 when a line's or function's share grew by more than PP percentage points",
+    )
+    diff.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    diff.add_argument(
+        "--limit", type=int, default=25, help="rows shown per table in text (default 25)"
+    )
+
+
 def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-o", "--output", help="also write the profile here (format from the extension: .json)"
+        "-o",
+        "--output",
+        help="also write the profile here (format from the extension: .json, .html, "
+        ".speedscope.json)",
     )
     parser.add_argument(
         "--format",
@@ -124,6 +154,8 @@ def _dispatch(args: list[str]) -> int:
         return _annotate(namespace, target)
     if split < len(args):
         raise UsageError("`--` only goes with `annotate`")
+    if namespace.command == "diff":
+        return _diff(namespace)
     return _show(namespace)
 
 
@@ -160,13 +192,14 @@ def _output_format(namespace: argparse.Namespace) -> str | None:
         return None
     if namespace.format:
         return str(namespace.format)
-    suffix = Path(namespace.output).suffix.lower()
-    if suffix not in FORMATS:
-        raise UsageError(
-            f"cannot tell the format of {namespace.output!r} from its extension: "
-            f"use one of {', '.join(FORMATS)} or --format"
-        )
-    return FORMATS[suffix]
+    name = Path(namespace.output).name.lower()
+    for suffix in sorted(FORMATS, key=len, reverse=True):  # .speedscope.json before .json
+        if name.endswith(suffix):
+            return FORMATS[suffix]
+    raise UsageError(
+        f"cannot tell the format of {namespace.output!r} from its extension: "
+        f"use one of {', '.join(FORMATS)} or --format"
+    )
 
 
 def check_writable(path: str) -> None:
@@ -212,11 +245,19 @@ def check_target(python_args: list[str]) -> None:
 def _write_output(profile: Profile, namespace: argparse.Namespace, fmt: str | None) -> None:
     if fmt is None:
         return
-    rendered = json_renderer.render(profile)
+    rendered = _render(profile, fmt)
     try:
         Path(namespace.output).write_text(rendered, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {namespace.output}: {exc.strerror}") from exc
+
+
+def _render(profile: Profile, fmt: str) -> str:
+    if fmt == "html":
+        return html_renderer.render(profile)
+    if fmt == "speedscope":
+        return speedscope_renderer.render(profile)
+    return json_renderer.render(profile)
 
 
 def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
@@ -308,6 +349,59 @@ def _show(namespace: argparse.Namespace) -> int:
     _print_report(profile, namespace)
     _print_asm(profile, chosen, namespace)
     _write_output(profile, namespace, fmt)
+    return 0
+
+
+def _load(path: str) -> Profile:
+    try:
+        return Profile.from_json(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a readable profila profile: {exc}") from exc
+
+
+def _diff(namespace: argparse.Namespace) -> int:
+    from profila.diff import chance_change, compare
+    from profila.render import diff as diff_renderer
+
+    if namespace.fail_above is not None and not namespace.fail_above >= 0:
+        raise UsageError("--fail-above must be a number of percentage points, 0 or more")
+    if namespace.limit < 1:
+        raise UsageError("--limit must be 1 or more")
+    diff = compare(_load(namespace.base), _load(namespace.new))
+    if namespace.format == "json":
+        sys.stdout.write(diff_renderer.render_json(diff, fail_above=namespace.fail_above))
+    else:
+        names = (namespace.base, namespace.new)
+        sys.stdout.write(diff_renderer.render_text(diff, names, limit=namespace.limit))
+    sys.stdout.flush()
+    if namespace.fail_above is None:
+        return 0
+    floor = chance_change(diff.base.running, diff.new.running)
+    if math.isinf(floor):
+        print(
+            "profila: warning: too few samples for --fail-above: a profile has fewer than 2 "
+            "running samples, so nothing can be concluded",
+            file=sys.stderr,
+        )
+    elif floor > namespace.fail_above:
+        print(
+            f"profila: warning: too few samples for --fail-above {namespace.fail_above:g}: a "
+            f"share can move by up to {floor:.1f} pp by chance (sample longer or at a higher "
+            "--rate)",
+            file=sys.stderr,
+        )
+    grown = diff.grown(namespace.fail_above)
+    for row in grown:
+        print(f"profila: regression: {diff_renderer.describe(diff, row)}", file=sys.stderr)
+    if grown:
+        print(
+            f"profila: {len(grown)} line(s)/function(s) grew more than "
+            f"{namespace.fail_above:g} percentage points: exit status 1",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

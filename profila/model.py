@@ -50,6 +50,31 @@ class SourceFingerprint:
     sha256: str | None  # None: the file could not be read at the time
 
 
+@dataclass(frozen=True, slots=True)
+class StackFrame:
+    """One Numba source location as it appears in ``Stacks.frames`` (real or inlined frame)."""
+
+    file: str
+    line: int
+    function: str
+
+
+@dataclass(frozen=True, slots=True)
+class StackCounts:
+    frames: tuple[int, ...]  # indices into Stacks.frames, root (outermost) first
+    count: int  # samples with exactly this Numba stack
+
+
+@dataclass(frozen=True)
+class Stacks:
+    """The distinct Numba stacks of the numba-class samples, with counts (bounded: samples
+    whose stack would exceed the cap on distinct stacks are counted in ``dropped``)."""
+
+    frames: list[StackFrame] = field(default_factory=list)
+    stacks: list[StackCounts] = field(default_factory=list)
+    dropped: int = 0
+
+
 @dataclass(frozen=True)
 class Profile:
     command: list[str]
@@ -65,6 +90,10 @@ class Profile:
     sources: dict[str, SourceFingerprint] = field(default_factory=dict)
     # Per-instruction records of the JIT functions with samples (optional; docs/asm.md).
     asm: list[AsmFunction] = field(default_factory=list)
+    # Optional (absent from older profiles): the stripped text of each counted line, so a diff
+    # can match lines from the JSON alone; and the aggregated Numba stacks (for speedscope).
+    line_text: dict[str, dict[int, str]] = field(default_factory=dict)
+    stacks: Stacks | None = None
 
     @property
     def total(self) -> int:
@@ -102,6 +131,7 @@ class Profile:
         }
         if self.asm:
             doc["asm"] = [a.to_dict() for a in self.asm]
+        _add_optional_fields(self, doc)
         return json.dumps(doc, indent=1) + "\n"
 
     @classmethod
@@ -127,4 +157,40 @@ class Profile:
             threads=[ThreadCounts(**t) for t in doc["threads"]],
             sources={p: SourceFingerprint(**fp) for p, fp in doc["sources"].items()},
             asm=[AsmFunction.from_dict(a) for a in doc.get("asm", [])],
+            **_read_optional_fields(doc),
         )
+
+
+def _add_optional_fields(profile: Profile, doc: dict[str, Any]) -> None:
+    """line_text and stacks: written only when present, so older readers see nothing new."""
+    if profile.line_text:
+        doc["line_text"] = {
+            path: {str(n): text for n, text in sorted(lines.items())}
+            for path, lines in profile.line_text.items()
+        }
+    if profile.stacks is not None:
+        doc["stacks"] = {
+            "frames": [asdict(f) for f in profile.stacks.frames],
+            "stacks": [{"frames": list(s.frames), "count": s.count} for s in profile.stacks.stacks],
+            "dropped": profile.stacks.dropped,
+        }
+
+
+def _read_optional_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if "line_text" in doc:
+        fields["line_text"] = {
+            str(path): {int(n): str(text) for n, text in lines.items()}
+            for path, lines in doc["line_text"].items()
+        }
+    if "stacks" in doc:
+        raw = doc["stacks"]
+        frames = [StackFrame(**f) for f in raw["frames"]]
+        stacks = [
+            StackCounts(tuple(int(i) for i in s["frames"]), int(s["count"])) for s in raw["stacks"]
+        ]
+        for s in stacks:
+            if any(not 0 <= i < len(frames) for i in s.frames):
+                raise ValueError("a stack refers to a frame that is not in stacks.frames")
+        fields["stacks"] = Stacks(frames, stacks, int(raw.get("dropped", 0)))
+    return fields
