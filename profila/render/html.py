@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from profila import __version__
@@ -37,7 +38,7 @@ details{margin:.1em 0}summary{color:#888;cursor:pointer}
 .note{font-style:italic;color:#a15c00}
 .pair{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}
 .pair>div{min-width:0;overflow-x:auto}
-.asm .row{grid-template-columns:7em 5.5em 1fr 14em}
+.asm .row{grid-template-columns:6em 5.5em minmax(22em,1fr) 9em;column-gap:.6em}
 #hottest{outline:2px solid #d9534f}
 .linked{outline:2px solid #337ab7}
 """
@@ -275,7 +276,7 @@ def _address(value: Any) -> int | None:
 def _asm_view(p: Profile, entries: list[Any], source_file: str | None = None) -> list[str]:
     """Instructions with their samples; stretches without samples, away from sampled
     instructions, are folded like cold source lines."""
-    out = ['<div class="asm"><div class="row head"><span>address</span><span>samples</span>']
+    out = ['<div class="asm"><div class="row head"><span>offset</span><span>samples</span>']
     out.append("<span>instruction</span><span>source</span></div>")
     for entry in entries:
         counts = _field(entry, "counts") or {}
@@ -287,15 +288,24 @@ def _asm_view(p: Profile, entries: list[Any], source_file: str | None = None) ->
             address = _field(ins, "address")
             number = _address(address)
             count = by_address.get(number, 0) if number is not None else 0
-            shown = f"{number:#x}" if number is not None else str(address)
+            start = _address(_field(entry, "start"))
+            address = f"{number:#x}" if number is not None else str(address)
+            # Offsets, as in the text view (short and stable); the address is the tooltip.
+            shown = f"+{number - start:#x}" if number is not None and start is not None else address
             file, line = _field(ins, "file"), _field(ins, "line")
-            where = f"{display_path(str(file))}:{line}" if file and line else ""
+            if file and line and file == source_file:
+                where = f"line {line}"
+            elif file and line:
+                where = f"{Path(str(file)).name}:{line}"
+            else:
+                where = ""
             share = f"{_pct(count, p.running):.1f}%" if count else ""
             link = f' data-line="{int(line)}"' if file == source_file and line else ""
             rows.append(
                 (
                     count,
-                    f'<div class="row"{link}{_heat(count, p.running)}><span>{escape(shown)}</span>'
+                    f'<div class="row"{link}{_heat(count, p.running)}>'
+                    f'<span title="{escape(str(address))}">{escape(shown)}</span>'
                     f"<span>{share}</span><span>{escape(str(_field(ins, 'text', '')))}</span>"
                     f"<span>{escape(where)}</span></div>",
                 )
