@@ -8,7 +8,7 @@ KERNEL is one of:
     library    a sliding-window kernel made of Numba's NumPy and math implementations
                (np.mean, np.sqrt, np.exp, np.abs, math.atan2, an array temporary), which LLVM
                inlines into the loop
-    parallel   a prange kernel (parallel=True): per-row sums of a 1024x1024 array
+    parallel   a prange kernel (parallel=True): per-row sums of a 2048x2048 array
 
 Prints ``compile_s: X`` (the first call, which compiles: type inference, lowering, LLVM and,
 under a profiler, whatever the JIT registration costs) and ``calls/sec: Y`` (the calls that
@@ -68,7 +68,7 @@ def library_call():
 
 
 def parallel_call():
-    a = np.random.default_rng(2).standard_normal((1024, 1024))
+    a = np.random.default_rng(2).standard_normal((2048, 2048))
     out = np.empty(a.shape[0])
     return lambda: row_sums(a, out)
 
