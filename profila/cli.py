@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.machinery
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProfilaError as exc:
         print(f"profila: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # Ctrl-C before the target started (or after it ended): nothing is left running.
+        print("profila: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,13 +7,16 @@ pipe that only profila reads. The target never shares a file descriptor with gdb
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ MARK = "@@profila "
 # With sampling on, gdb needs a moment to stop ticking and flush a tick signal still in flight
 # before it detaches (killing it instead could leave that signal to kill the target).
 SAMPLING_DETACH_GRACE_S = 3.0
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class GdbHost:
                 pass_fds=pass_fds,
                 env=env,
                 start_new_session=True,  # the terminal's Ctrl-C is for the target, not for gdb
+                # A sampling gdb already detaches when the ack fd reports the controller gone;
+                # a hosting-only gdb never reads it, so it gets SIGTERM (it detaches and quits).
+                preexec_fn=_quit_with_parent(os.getpid()) if sampling is None else None,
             )
         except BaseException:
             os.close(self._ack_write)
@@ -179,8 +186,27 @@ class GdbHost:
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self._proc.kill()  # the kernel detaches a dead tracer's tracees; they run on
-            self._proc.wait()
+            # On SIGTERM gdb detaches from the target and quits; failing that, the kernel
+            # detaches a dead tracer's tracees and they run on.
+            self._proc.terminate()
+            try:
+                self._proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def _quit_with_parent(parent: int) -> Callable[[], None]:
+    """For the gdb child, before exec: SIGTERM when profila dies (even by SIGKILL), so that gdb
+    detaches instead of staying attached to the target until it ends."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: after fork, only the call
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # profila died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def attach_error(detail: str) -> ProfilaError:

@@ -47,7 +47,9 @@ class HeldTarget:
 
     def release(self) -> None:
         """Let the child exec the target; raise if the exec failed."""
-        os.write(self._go_write, b"g")
+        # The child may already be gone (Ctrl-C before the start): its status says how.
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self._go_write, b"g")
         os.close(self._go_write)
         with os.fdopen(self._failed_read, "rb") as failed:
             message = failed.read()
@@ -99,6 +101,10 @@ def _child(
         # Python ignores SIGPIPE and SIGXFSZ for itself; a plain run of the target would not.
         for signum in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(signum, signal.SIG_DFL)
+        # profila's Python handler for Ctrl-C would raise in here; exec would reset it to the
+        # default anyway (an ignored SIGINT stays ignored, as in a plain run).
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
         if os.read(go_read, 1) != b"g":
             os._exit(126)  # profila gave up before starting the target
         os.close(go_read)
