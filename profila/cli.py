@@ -131,11 +131,27 @@ def check_writable(path: str) -> None:
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
+        if directory.exists():
+            raise UsageError(f"cannot write {path}: {directory} is not a directory")
         raise UsageError(f"cannot write {path}: directory {directory} does not exist")
     if target.is_dir():
         raise UsageError(f"cannot write {path}: it is a directory")
     if (target.exists() and not os.access(target, os.W_OK)) or not os.access(directory, os.W_OK):
         raise UsageError(f"cannot write {path}: permission denied")
+    _try_writing(target)
+
+
+def _try_writing(target: Path) -> None:
+    """Create (then remove) or open the file for real: access() says yes to root on read-only
+    places such as /proc, or a read-only mount seen through a writable-looking directory."""
+    try:
+        if not target.exists():
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.unlink(target)
+        elif target.is_file():
+            os.close(os.open(target, os.O_WRONLY | os.O_APPEND))
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
 
 
 def check_target(python_args: list[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 from profila.errors import ProfilaError
@@ -57,11 +58,19 @@ class HeldTarget:
             self.wait()
             raise ProfilaError(f"could not start the target: {message.decode(errors='replace')}")
 
-    def abandon(self) -> None:
-        """The target must not run after all: let the waiting child exit without exec."""
+    def abandon(self, timeout: float = 5.0) -> None:
+        """The target must not run after all: end the waiting child (it never ran user code).
+
+        Killed, not asked: a child held by another tracer (the reason gdb could not attach)
+        would never read the pipe. Its status comes after that tracer's, so the wait is
+        bounded; a child not reaped by then is left to init when profila exits."""
         with contextlib.suppress(OSError):
             os.close(self._go_write)
-        self.wait()
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def poll(self) -> ExitStatus | None:
         if self.status is None:
