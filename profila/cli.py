@@ -151,7 +151,9 @@ def _try_writing(target: Path) -> None:
         elif target.is_file():
             os.close(os.open(target, os.O_WRONLY | os.O_APPEND))
     except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+        raise UsageError(
+            f"cannot write {target}: {exc.strerror} (choose a writable directory)"
+        ) from exc
 
 
 def check_target(python_args: list[str]) -> None:
