@@ -116,8 +116,7 @@ def test_gdb_15_is_not_refused(tmp_path: Path) -> None:
     Numba lines are still found."""
     gdb = fake_gdb(
         tmp_path,
-        'case "$1" in --version) echo "GNU gdb (GDB) 15.1"; exit 0;; esac\n'
-        f'exec {GDB} "$@"\n',
+        f'case "$1" in --version) echo "GNU gdb (GDB) 15.1"; exit 0;; esac\nexec {GDB} "$@"\n',
     )
     assert b"15.1" in subprocess.run([str(gdb), "--version"], capture_output=True).stdout
     script = tmp_path / "loop.py"

@@ -46,9 +46,7 @@ def test_any_output_passes_through_unchanged(tmp_path: Path, sampler: str) -> No
     """Byte-identical stdout and stderr to a plain run; the run is sampled and ends normally."""
     script = tmp_path / "noisy.py"
     script.write_text(NOISY)
-    plain = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, cwd=ROOT, timeout=60
-    )
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, cwd=ROOT, timeout=60)
     assert plain.returncode == 3 and len(plain.stdout) > 3 << 20
     run = profila(str(script), tmp_path=tmp_path, options=("--sampler", sampler))
     assert run.returncode == 3

@@ -32,9 +32,12 @@ def test_no_shell_in_the_source() -> None:
                         isinstance(kw.value, ast.Constant) and kw.value.value is False
                     ):
                         offences.append(f"{path}:{node.lineno} shell=")
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if "/bin/sh" in node.value or "startup-with-shell on" in node.value:
-                    offences.append(f"{path}:{node.lineno} {node.value!r}")
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and ("/bin/sh" in node.value or "startup-with-shell on" in node.value)
+            ):
+                offences.append(f"{path}:{node.lineno} {node.value!r}")
     assert offences == []
 
 
@@ -69,7 +72,7 @@ def test_gdb_init_files_and_shell_are_never_used(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     trap_files(home, cwd, marker)
     shell = tmp_path / "sh"
-    shell.write_text(f"#!/bin/sh\ntouch {marker}-shell\nexec /bin/sh \"$@\"\n")
+    shell.write_text(f'#!/bin/sh\ntouch {marker}-shell\nexec /bin/sh "$@"\n')
     shell.chmod(0o755)
     env = {
         **os.environ,

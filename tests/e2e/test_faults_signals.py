@@ -199,9 +199,7 @@ def test_signals_the_target_sends_itself_are_unchanged(tmp_path: Path) -> None:
         "signal.signal(signal.SIGUSR2, signal.SIG_DFL)\n"
         "os.kill(os.getpid(), signal.SIGUSR2)\n"
     )
-    plain = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, timeout=30, cwd=ROOT
-    )
+    plain = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=30, cwd=ROOT)
     with launched(str(script), tmp_path=tmp_path) as run:
         code, out, _ = run.finish()
     assert plain.returncode == -signal.SIGUSR2
