@@ -35,12 +35,18 @@ class Aggregator:
         self.function_total: Counter[_FunctionKey] = Counter()
         self.thread_samples: Counter[int] = Counter()
         self._idle_ns: Counter[int] = Counter()
+        # Each source file is fingerprinted when its first sample arrives, while the program
+        # runs: a file edited later (even by the program itself) is then seen as changed.
+        self._sources: dict[str, SourceFingerprint] = {}
 
     def add(self, sample: Sample) -> None:
         self.classes[sample.kind.value] += 1
         self.thread_samples[sample.tid] += 1
         if sample.kind is not SampleKind.NUMBA or not sample.frames:
             return
+        for frame in sample.frames:
+            if frame.file not in self._sources:
+                self._sources[frame.file] = fingerprint(frame.file)
         innermost = sample.frames[0]
         self.line_self[(innermost.file, innermost.line, innermost.function)] += 1
         self.function_self[(innermost.file, innermost.function)] += 1
@@ -93,7 +99,10 @@ class Aggregator:
         functions.sort(key=lambda f: (-f.total, f.file, f.function))
         tids = sorted(set(self.thread_samples) | set(idle))
         threads = [ThreadCounts(t, self.thread_samples.get(t, 0), idle.get(t, 0)) for t in tids]
-        sources = {path: fingerprint(path) for path in sorted({x.file for x in lines})}
+        sources = {
+            path: self._sources.get(path) or fingerprint(path)
+            for path in sorted({x.file for x in lines})
+        }
         return Profile(
             command=command,
             rate_hz=self.rate_hz,
