@@ -3,6 +3,7 @@ the profile so far is reported, and nothing is left running, stopped or traced."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -234,3 +235,47 @@ def test_ctrl_c_before_the_target_starts(tmp_path: Path) -> None:
         assert b"Traceback" not in err
         assert wait_gone(kids) == []
         assert not marker.exists()
+
+
+def test_ctrl_c_typed_on_a_real_terminal(tmp_path: Path) -> None:
+    """The real thing: profila in a pseudo-terminal, ^C typed on it. The terminal's line
+    discipline signals the foreground job; the target stops with KeyboardInterrupt, the report
+    follows on the terminal, profila exits 130 and the -o profile is written."""
+    import pty
+    import select
+
+    out = tmp_path / "p.json"
+    argv = [sys.executable, "-m", "profila", "annotate", "--no-color", "-o", str(out)]
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child execs
+        os.chdir(ROOT)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.execv(sys.executable, [*argv, "--", spin(tmp_path, 60)])
+    seen = b""
+    kids: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's last user has gone
+                    break
+                if not chunk:
+                    break
+                if b"ready" in chunk and not kids:
+                    kids = descendants(pid)
+                    time.sleep(0.3)
+                    os.write(master, b"\x03")
+                seen += chunk
+        _, raw = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+        for kid in kids:
+            with contextlib.suppress(OSError):
+                os.kill(kid, signal.SIGKILL)
+    assert kids, seen
+    assert os.waitstatus_to_exitcode(raw) == 130, seen
+    assert b"KeyboardInterrupt" in seen and b"profila: python" in seen
+    assert json.loads(out.read_text())["samples"]["total"] > 0
+    assert wait_gone(kids) == []
