@@ -37,7 +37,10 @@ class Interrupts:
         self.last_signal: int | None = None
         self._previous: dict[int, Any] = {}
         for signum in HANDLED:
-            self._previous[signum] = signal.signal(signum, self._handle)
+            # Ignored when profila started (a background job of a script, say): it stays so,
+            # for profila as for the target, which inherited that from it.
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                self._previous[signum] = signal.signal(signum, self._handle)
 
     @property
     def stop_waiting(self) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Mapping
 
@@ -81,6 +82,11 @@ def numba_cache_dir(env: Mapping[str, str]) -> str:
             return candidate
     # Nowhere safe to cache: a path that cannot be created. Numba then caches next to the
     # program's source (__pycache__), where the line-tables marker keeps the files apart.
+    print(
+        "profila: note: no private directory for profila's Numba cache (HOME not writable, "
+        f"{shared} not private): cache=True functions are cached next to their source",
+        file=sys.stderr,
+    )
     return os.path.join(os.devnull, "profila-numba-cache")
 
 

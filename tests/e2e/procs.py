@@ -124,12 +124,19 @@ def _foreground_job() -> None:
     os.setpgid(0, 0)
 
 
+def _background_job() -> None:
+    # What `profila ... &` in a script gets: SIGINT ignored from the start.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgid(0, 0)
+
+
 @contextlib.contextmanager
 def launched(
     *args: str,
     tmp_path: Path,
     options: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    sigint_ignored: bool = False,
 ) -> Iterator[Launched]:
     """profila annotate ARGS started in a new process group; everything it started is killed
     on the way out, whatever the test did."""
@@ -146,7 +153,7 @@ def launched(
             stderr=e,
             cwd=ROOT,
             env={**os.environ, **(env or {})},
-            preexec_fn=_foreground_job,
+            preexec_fn=_background_job if sigint_ignored else _foreground_job,
         )
     run = Launched(proc, out, stdout, stderr)
     seen: set[int] = set()

@@ -119,6 +119,20 @@ def test_second_ctrl_c_stops_waiting_and_leaves_the_target_running_untraced(
         assert running_untraced(target), status(target)  # and stays so
 
 
+def test_sigint_ignored_from_the_start_stays_ignored(tmp_path: Path) -> None:
+    """Started with SIGINT ignored (a background job of a script), profila and the target keep
+    ignoring it, as a plain run would: SIGINTs change nothing."""
+    with launched(spin(tmp_path, 2.0), tmp_path=tmp_path, sigint_ignored=True) as run:
+        run.read_until(b"ready")
+        run.ctrl_c()
+        time.sleep(0.2)
+        run.ctrl_c()
+        code, out, err = run.finish()
+        assert code == 0, err
+        assert b"spun out" in out and b"stopped waiting" not in err
+        assert_partial_profile(run, out)
+
+
 def test_sigterm_to_profila_is_passed_on_and_the_profile_written(tmp_path: Path) -> None:
     """`kill PID` on profila: the target gets SIGTERM once (as if profila were not there), and
     when it ends the partial profile is still reported and written."""

@@ -32,10 +32,15 @@ def test_fallback_is_created_private(tmp_path: Path, no_home: dict[str, str]) ->
     assert shared_dir(tmp_path).stat().st_mode & 0o777 == 0o700
 
 
-def test_fallback_writable_by_others_is_not_used(tmp_path: Path, no_home: dict[str, str]) -> None:
+def test_fallback_writable_by_others_is_not_used(
+    tmp_path: Path, no_home: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     shared_dir(tmp_path).mkdir(mode=0o777)
     os.chmod(shared_dir(tmp_path), 0o777)
     path = numba_cache_dir(no_home)
+    assert (
+        "profila: note: no private directory for profila's Numba cache" in capsys.readouterr().err
+    )
     assert not path.startswith(str(shared_dir(tmp_path)))
     assert not os.path.exists(path)  # a path that cannot be made: Numba does without it
 
