@@ -60,10 +60,14 @@ def assert_partial_profile(run: Launched, stdout: bytes) -> None:
     assert profile["samples"]["total"] > 0
 
 
-def test_ctrl_c_reaches_the_target_and_the_profile_is_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", ["perf", "gdb"])
+def test_ctrl_c_reaches_the_target_and_the_profile_is_reported(
+    tmp_path: Path, sampler: str
+) -> None:
     """Ctrl-C: the target gets KeyboardInterrupt as in a plain run; profila reports what it
     sampled, writes -o, exits 130 (128+SIGINT), and leaves no process behind."""
-    with launched(spin(tmp_path, 60), tmp_path=tmp_path) as run:
+    options = ("--sampler", sampler)
+    with launched(spin(tmp_path, 60), tmp_path=tmp_path, options=options) as run:
         run.read_until(b"ready")
         gdb, target = tree(run)
         time.sleep(0.5)
