@@ -21,11 +21,17 @@ GDB = shutil.which("gdb") or "gdb"
 
 
 def fake_gdb(tmp_path: Path, body: str, mode: int = 0o755) -> Path:
+    """A script named gdb; each run appends its PID to bin/pids (see ``fake_pids``)."""
     path = tmp_path / "bin" / "gdb"
     path.parent.mkdir(exist_ok=True)
-    path.write_text("#!/bin/sh\n" + body)
+    path.write_text(f"#!/bin/sh\necho $$ >> {path.parent / 'pids'}\n" + body)
     path.chmod(mode)
     return path
+
+
+def fake_pids(tmp_path: Path) -> list[int]:
+    pids = tmp_path / "bin" / "pids"
+    return [int(x) for x in pids.read_text().split()] if pids.exists() else []
 
 
 def annotate(
@@ -77,8 +83,7 @@ def test_broken_gdb_is_refused_with_a_deadline(tmp_path: Path, body: str, says: 
     assert time.monotonic() - started < 30
     assert proc.returncode == 3 and says in one_line(proc), proc.stderr
     assert not marker.exists()
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(gdb) not in ps
+    assert fake_pids(tmp_path) and wait_gone(fake_pids(tmp_path), 5) == []
 
 
 def test_gdb_that_hangs_when_hosting(tmp_path: Path) -> None:
@@ -88,8 +93,8 @@ def test_gdb_that_hangs_when_hosting(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert "no answer from gdb within 2 s" in one_line(proc)
     assert not marker.exists()
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "sleep 60" not in ps or str(gdb) not in ps
+    assert len(fake_pids(tmp_path)) == 2  # the check, then the host
+    assert wait_gone(fake_pids(tmp_path), 5) == []
 
 
 NUMBA_LOOP = """

@@ -81,3 +81,23 @@ def test_output_file_that_exists_is_kept_until_the_run_ends(
     code, _, _ = annotate(capsys, tmp_path, "-o", str(out), "--gdb", str(tmp_path / "none"))
     assert code == EXIT_ENVIRONMENT
     assert out.read_text() == "previous"
+
+
+def test_ptrace_refusal_names_the_fix() -> None:
+    """gdb's message when the kernel refuses PTRACE_ATTACH (yama ptrace_scope, a container
+    without CAP_SYS_PTRACE) becomes one line naming both fixes, exit 3."""
+    from profila.host.gdb import attach_error
+
+    error = attach_error("ptrace: Operation not permitted.\n")
+    assert error.exit_code == EXIT_ENVIRONMENT
+    text = str(error)
+    assert "\n" not in text
+    assert "ptrace_scope" in text and "SYS_PTRACE" in text
+
+
+def test_gdb_noise_in_an_attach_error_stays_one_short_line() -> None:
+    from profila.host.gdb import attach_error
+
+    error = attach_error("garbage\n" * 10000)
+    assert error.exit_code == EXIT_ENVIRONMENT
+    assert "\n" not in str(error) and len(str(error)) < 400
