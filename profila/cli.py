@@ -7,6 +7,7 @@ renderer, map errors to one line on stderr and an exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.machinery
 import os
 import signal
@@ -196,12 +197,13 @@ def _write_output(profile: Profile, namespace: argparse.Namespace, fmt: str | No
 
 def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
     color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
-    width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
     try:
+        width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
         sys.stdout.write(text_renderer.render(profile, color=color, width=max(60, width)))
         sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader (e.g. `| head`) has gone: not an error. Point stdout at /dev/null so the
+    except OSError:
+        # The reader (e.g. `| head`) has gone (EPIPE), or the terminal has (EIO): not an error,
+        # and the -o profile is still to be written. Point stdout at /dev/null so the
         # interpreter's final flush does not complain either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
@@ -226,7 +228,8 @@ def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
             sampler=namespace.sampler,
         )
     )
-    sys.stderr.flush()
+    with contextlib.suppress(OSError):  # stderr may be a terminal that has gone
+        sys.stderr.flush()
     _print_report(result.profile, namespace)
     _write_output(result.profile, namespace, fmt)
     return result.status.shell_code

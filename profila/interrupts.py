@@ -1,4 +1,4 @@
-"""What profila does with Ctrl-C and SIGTERM while the target runs.
+"""What profila does with Ctrl-C, SIGTERM and SIGHUP while the target runs.
 
 profila stands between the user and their program, so it behaves as if it were not there:
 
@@ -7,6 +7,8 @@ profila stands between the user and their program, so it behaves as if it were n
   reports what it sampled. A second Ctrl-C makes profila stop waiting: it reports, detaches gdb
   and leaves the target running untraced, as a shell would leave a program that ignores
   Ctrl-C (it never kills it).
+* SIGHUP (the terminal closed) is treated like Ctrl-C, as the shell passed it to the whole job;
+  when profila is itself the session leader the kernel told it alone, and it passes it on.
 * SIGTERM sent to profila (``kill PID``, ``timeout``, a container stopping): the target would
   have received it without profila, so profila passes it on to the target and, as for Ctrl-C,
   waits for it to end and reports. A second SIGTERM is passed on too and stops the waiting.
@@ -25,7 +27,11 @@ from typing import Any
 
 from profila.host.target import HeldTarget
 
-HANDLED = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the terminal went away; profila still owes the -o profile. A shell passes SIGHUP to
+# its whole job, so the target has it already; when profila leads the session itself (`ssh -t
+# host profila ...` execs it), the kernel sends it to profila alone and profila passes it on,
+# as the target would have got it in profila's place.
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupts:
@@ -36,6 +42,9 @@ class Interrupts:
         self.count = 0
         self.last_signal: int | None = None
         self._previous: dict[int, Any] = {}
+        self.forwarded = {signal.SIGTERM}
+        if os.getsid(0) == os.getpid():
+            self.forwarded.add(signal.SIGHUP)
         for signum in HANDLED:
             # Ignored when profila started (a background job of a script, say): it stays so,
             # for profila as for the target, which inherited that from it.
@@ -44,16 +53,16 @@ class Interrupts:
 
     @property
     def stop_waiting(self) -> bool:
-        """True after the second Ctrl-C or SIGTERM (in any mix)."""
+        """True after the second Ctrl-C, SIGTERM or SIGHUP (in any mix)."""
         return self.count >= 2
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         self.last_signal = signum
         # Only while the target is not reaped: until then its pid cannot be reused.
-        if signum == signal.SIGTERM and self.target.status is None:
+        if signum in self.forwarded and self.target.status is None:
             with contextlib.suppress(OSError):
-                os.kill(self.target.pid, signal.SIGTERM)
+                os.kill(self.target.pid, signum)
 
     def restore(self) -> None:
         for signum, previous in self._previous.items():

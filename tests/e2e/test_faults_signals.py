@@ -297,3 +297,36 @@ def test_ctrl_c_typed_on_a_real_terminal(tmp_path: Path) -> None:
     assert b"KeyboardInterrupt" in seen and b"profila: python" in seen
     assert json.loads(out.read_text())["samples"]["total"] > 0
     assert wait_gone(kids) == []
+
+
+def test_terminal_closed_mid_run_still_writes_the_profile(tmp_path: Path) -> None:
+    """The terminal goes away (SIGHUP to the job): the target ends as it would (killed by
+    SIGHUP), profila cannot print any more but still writes -o and exits 129."""
+    import pty
+
+    out = tmp_path / "p.json"
+    argv = [sys.executable, "-m", "profila", "annotate", "--no-color", "-o", str(out)]
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child execs
+        os.chdir(ROOT)
+        os.execv(sys.executable, [*argv, "--", spin(tmp_path, 60)])
+    kids: list[int] = []
+    try:
+        seen = b""
+        deadline = time.monotonic() + 90
+        while b"ready" not in seen and time.monotonic() < deadline:
+            seen += os.read(master, 65536)
+        kids = descendants(pid)
+        time.sleep(0.3)
+    finally:
+        os.close(master)  # hang up: the kernel sends SIGHUP to the foreground job
+    try:
+        _, raw = os.waitpid(pid, 0)
+    finally:
+        for kid in kids:
+            with contextlib.suppress(OSError):
+                os.kill(kid, signal.SIGKILL)
+    assert os.waitstatus_to_exitcode(raw) == 128 + signal.SIGHUP
+    profile = json.loads(out.read_text())
+    assert profile["samples"]["total"] > 0 and profile["exit_code"] == 128 + signal.SIGHUP
+    assert wait_gone(kids) == []
