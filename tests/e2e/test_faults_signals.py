@@ -117,6 +117,7 @@ def test_second_ctrl_c_stops_waiting_and_leaves_the_target_running_untraced(
         assert code == 130
         assert b"stopped waiting for the target" in err
         assert_partial_profile(run, out)
+        assert json.loads(run.out.read_text())["exit_code"] is None  # still running
         assert wait_gone([gdb]) == []
         assert running_untraced(target), status(target)
         time.sleep(0.3)
