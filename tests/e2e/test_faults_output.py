@@ -4,6 +4,7 @@ the target writes to the user's own file descriptors and shares none with gdb.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,22 +42,36 @@ sys.exit(3)
 """
 
 
-@pytest.mark.parametrize("sampler", ["perf", "gdb"])
-def test_any_output_passes_through_unchanged(tmp_path: Path, sampler: str) -> None:
+# PYTHONUNBUFFERED=1 makes sys.stdout.buffer a raw FileIO, whose write() may legally write
+# less than asked; NOISY ignores the count, as most programs do. A blocking write to a full pipe
+# ends short when a signal interrupts it, even one a tracer then suppresses: the gdb sampler's
+# stops do that (see docs/troubleshooting.md), so it is tested with buffered output only. The
+# perf sampler never stops the target and is tested both ways.
+@pytest.mark.parametrize(
+    "sampler, unbuffered", [("perf", "1"), ("perf", ""), ("gdb", "")], ids=["perf-u", "perf", "gdb"]
+)
+def test_any_output_passes_through_unchanged(tmp_path: Path, sampler: str, unbuffered: str) -> None:
     """Byte-identical stdout and stderr to a plain run; the run is sampled and ends normally."""
     script = tmp_path / "noisy.py"
     script.write_text(NOISY)
-    plain = subprocess.run([sys.executable, str(script)], capture_output=True, cwd=ROOT, timeout=60)
+    env = {"PYTHONUNBUFFERED": unbuffered}
+    plain = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, **env},
+    )
     assert plain.returncode == 3 and len(plain.stdout) > 3 << 20
-    run = profila(str(script), tmp_path=tmp_path, options=("--sampler", sampler))
-    assert run.returncode == 3
+    run = profila(str(script), tmp_path=tmp_path, options=("--sampler", sampler), env=env)
+    assert run.returncode == 3, run.stderr[-2000:]
     assert run.stdout[: len(plain.stdout)] == plain.stdout
     assert run.stdout[len(plain.stdout) :].startswith(b"profila: python")  # the report follows
-    assert run.stderr[: len(plain.stderr)] == plain.stderr
+    assert run.stderr[: len(plain.stderr)] == plain.stderr, run.stderr[-2000:]
     assert run.profile is not None
     samples = run.profile["samples"]
-    assert samples["python"] >= 50  # the 1 s spin at 100 Hz: sampling kept going
-    assert samples["bad"] <= 0.05 * samples["total"]
+    assert samples["python"] >= 50, samples  # the 1 s spin at 100 Hz: sampling kept going
+    assert samples["bad"] <= 0.05 * samples["total"], samples
 
 
 FDS = """
