@@ -46,6 +46,9 @@ class Aggregator:
         self.jit_pcs: Counter[int] = Counter()
         self.stacks: Counter[tuple[SourceFrame, ...]] = Counter()
         self.stacks_dropped = 0
+        # Each source file is fingerprinted when its first sample arrives, while the program
+        # runs: a file edited later (even by the program itself) is then seen as changed.
+        self._sources: dict[str, SourceFingerprint] = {}
 
     def add(self, sample: Sample) -> None:
         self.classes[sample.kind.value] += 1
@@ -54,6 +57,9 @@ class Aggregator:
             return
         if sample.jit_pc is not None:
             self.jit_pcs[sample.jit_pc] += 1
+        for frame in sample.frames:
+            if frame.file not in self._sources:
+                self._sources[frame.file] = fingerprint(frame.file)
         innermost = sample.frames[0]
         self.line_self[(innermost.file, innermost.line, innermost.function)] += 1
         self.function_self[(innermost.file, innermost.function)] += 1
@@ -111,7 +117,10 @@ class Aggregator:
         functions.sort(key=lambda f: (-f.total, f.file, f.function))
         tids = sorted(set(self.thread_samples) | set(idle))
         threads = [ThreadCounts(t, self.thread_samples.get(t, 0), idle.get(t, 0)) for t in tids]
-        sources = {path: fingerprint(path) for path in sorted({x.file for x in lines})}
+        sources = {
+            path: self._sources.get(path) or fingerprint(path)
+            for path in sorted({x.file for x in lines})
+        }
         return Profile(
             command=command,
             rate_hz=self.rate_hz,

@@ -7,9 +7,11 @@ renderer, map errors to one line on stderr and an exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.machinery
 import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProfilaError as exc:
         print(f"profila: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        # Ctrl-C before the target started (or after it ended): nothing is left running.
+        print("profila: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -207,11 +213,29 @@ def check_writable(path: str) -> None:
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
+        if directory.exists():
+            raise UsageError(f"cannot write {path}: {directory} is not a directory")
         raise UsageError(f"cannot write {path}: directory {directory} does not exist")
     if target.is_dir():
         raise UsageError(f"cannot write {path}: it is a directory")
     if (target.exists() and not os.access(target, os.W_OK)) or not os.access(directory, os.W_OK):
         raise UsageError(f"cannot write {path}: permission denied")
+    _try_writing(target)
+
+
+def _try_writing(target: Path) -> None:
+    """Create (then remove) or open the file for real: access() says yes to root on read-only
+    places such as /proc, or a read-only mount seen through a writable-looking directory."""
+    try:
+        if not target.exists():
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.unlink(target)
+        elif target.is_file():
+            os.close(os.open(target, os.O_WRONLY | os.O_APPEND))
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {target}: {exc.strerror} (choose a writable directory)"
+        ) from exc
 
 
 def check_target(python_args: list[str]) -> None:
@@ -262,12 +286,13 @@ def _render(profile: Profile, fmt: str) -> str:
 
 def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
     color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
-    width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
     try:
+        width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
         sys.stdout.write(text_renderer.render(profile, color=color, width=max(60, width)))
         sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader (e.g. `| head`) has gone: not an error. Point stdout at /dev/null so the
+    except OSError:
+        # The reader (e.g. `| head`) has gone (EPIPE), or the terminal has (EIO): not an error,
+        # and the -o profile is still to be written. Point stdout at /dev/null so the
         # interpreter's final flush does not complain either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
@@ -324,7 +349,8 @@ def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
             sampler=namespace.sampler,
         )
     )
-    sys.stderr.flush()
+    with contextlib.suppress(OSError):  # stderr may be a terminal that has gone
+        sys.stderr.flush()
     _print_report(result.profile, namespace)
     try:
         _print_asm(result.profile, _asm_choice(result.profile, namespace), namespace)

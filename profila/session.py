@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import FrameType
 
 from profila.aggregate import Aggregator
 from profila.asm import AsmFunction, build_records
 from profila.errors import EnvironmentProblem
 from profila.host.gdb import GdbHost
 from profila.host.target import ExitStatus, HeldTarget
+from profila.interrupts import Interrupts
 from profila.model import Profile
 from profila.sampling.gdbstop import GdbStopSampler
 from profila.sampling.perf import PerfSampler, SamplerUnavailable
@@ -53,30 +52,12 @@ class RunResult:
     status: ExitStatus
 
 
-class _CtrlC:
-    """While the target runs, Ctrl-C is the target's business: it gets the signal from the
-    terminal itself. profila keeps waiting for it to end (and then reports); a second Ctrl-C
-    stops waiting."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
-        if self.count >= 2:
-            raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGINT, self._previous)
-
-
 def run(request: RunRequest) -> RunResult:
     target = HeldTarget(request.argv, target_environment(os.environ, request.debuginfo))
     gdb, sampler = _host_and_arm(request, target)
     aggregator = Aggregator(request.rate_hz)
     started = time.monotonic()
-    ctrl_c = _CtrlC()
+    interrupts = Interrupts(target)  # Ctrl-C and SIGTERM: see profila/interrupts.py
     symboliser: Symboliser | None = None
     try:
         target.release()
@@ -85,11 +66,15 @@ def run(request: RunRequest) -> RunResult:
             symboliser = Symboliser(target.pid)
         except OSError:
             symboliser = None  # the target is already gone; its samples count as bad
-        _sample_until_exit(target, gdb, sampler, symboliser, aggregator)
-    except KeyboardInterrupt:
-        print("profila: stopped waiting for the target (it keeps running)", file=sys.stderr)
+        _sample_until_exit(target, gdb, sampler, symboliser, aggregator, interrupts)
+        if target.poll() is None:
+            print(
+                f"profila: stopped waiting for the target (pid {target.pid} keeps running, "
+                "no longer traced)",
+                file=sys.stderr,
+            )
     finally:
-        ctrl_c.restore()
+        interrupts.restore()
         duration = time.monotonic() - started
         _consume(sampler.read(), symboliser, aggregator)
         sampler.close()
@@ -111,7 +96,8 @@ def run(request: RunRequest) -> RunResult:
         sampler="gdb" if isinstance(sampler, GdbStopSampler) else "perf",
     )
     profile = dataclasses.replace(profile, asm=asm)
-    return RunResult(profile, status or ExitStatus(None, None))
+    # Stopped waiting: profila ends as if interrupted by the signal that made it stop.
+    return RunResult(profile, status or ExitStatus(None, interrupts.last_signal))
 
 
 Sampler = PerfSampler | GdbStopSampler
@@ -144,7 +130,7 @@ def _host_and_arm(request: RunRequest, target: HeldTarget) -> tuple[GdbHost, Sam
         if sampler is not None:
             sampler.close()
         if gdb is not None:
-            gdb.close()
+            gdb.close(timeout=1.0)  # then SIGTERM: gdb detaches (if it got that far) and quits
         raise
     return gdb, sampler
 
@@ -155,9 +141,16 @@ def _sample_until_exit(
     sampler: Sampler,
     symboliser: Symboliser | None,
     aggregator: Aggregator,
+    interrupts: Interrupts | None = None,
 ) -> None:
     next_refresh = 0.0
+    gdb_alive = True
     while target.poll() is None:
+        if interrupts is not None and interrupts.stop_waiting:
+            return
+        if gdb_alive and gdb.returncode is not None and target.poll() is None:
+            gdb_alive = False
+            report_gdb_gone(gdb.returncode, isinstance(sampler, GdbStopSampler))
         if gdb.poll_exiting():
             # (Sampling through gdb only.) The target is held at exit_group with its memory
             # intact: read the JIT objects registered since the last refresh, symbolise what is
@@ -174,6 +167,18 @@ def _sample_until_exit(
             next_refresh = now + JIT_REFRESH_S
         _consume(sampler.read(), symboliser, aggregator)
         time.sleep(POLL_S)
+
+
+def report_gdb_gone(returncode: int, gdb_samples: bool) -> None:
+    """gdb ended while the target runs (killed, crashed): say so once. The kernel detached the
+    target when gdb died, so it runs on untraced; perf keeps sampling it, gdb stops cannot."""
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+    then = (
+        "no samples after this point"
+        if gdb_samples
+        else "sampling continues, the target runs on untraced"
+    )
+    print(f"profila: gdb ended during the run ({how}); {then}", file=sys.stderr)
 
 
 def _consume(

@@ -7,23 +7,28 @@ pipe that only profila reads. The target never shares a file descriptor with gdb
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from profila.errors import EnvironmentProblem, ProfilaError
+from profila.host.probe import check_executable, gdb_timeout, probe_python
 
 GDB_SIDE = Path(__file__).with_name("gdb_side.py")
 MARK = "@@profila "
 # With sampling on, gdb needs a moment to stop ticking and flush a tick signal still in flight
 # before it detaches (killing it instead could leave that signal to kill the target).
 SAMPLING_DETACH_GRACE_S = 3.0
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -56,26 +61,15 @@ class GdbSampling:
 def find_gdb(requested: str | None = None) -> str:
     """The gdb to use: ``requested``, $PROFILA_GDB, or gdb on PATH. Checks it runs Python."""
     name = requested or os.environ.get("PROFILA_GDB") or "gdb"
+    if os.sep in name:
+        check_executable(name)
     path = shutil.which(name)
     if path is None:
         raise EnvironmentProblem(
             f"gdb not found ({name!r}): install it (e.g. `apt-get install gdb`) "
             "or point --gdb / PROFILA_GDB at it"
         )
-    try:
-        probe = subprocess.run(
-            [path, "-nx", "-batch", "-ex", "python print('profila-python-ok')"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EnvironmentProblem(f"gdb at {path} does not run ({exc}): reinstall gdb") from exc
-    if b"profila-python-ok" not in probe.stdout:
-        raise EnvironmentProblem(
-            f"gdb at {path} cannot run Python scripts: install a gdb built with Python "
-            "(Debian/Ubuntu: apt-get install gdb)"
-        )
+    probe_python(path)
     return path
 
 
@@ -86,6 +80,7 @@ class GdbHost:
     ``sampling.fd`` (read them with profila.sampling.gdbstop.GdbStopSampler)."""
 
     def __init__(self, gdb_path: str, pid: int, sampling: GdbSampling | None = None) -> None:
+        self._pid = pid
         ack_read, self._ack_write = os.pipe()
         env = dict(os.environ, PROFILA_TARGET_PID=str(pid), PROFILA_ACK_FD=str(ack_read))
         env.pop("PYTHONPATH", None)  # gdb's embedded Python is not the target's Python
@@ -106,6 +101,9 @@ class GdbHost:
                 pass_fds=pass_fds,
                 env=env,
                 start_new_session=True,  # the terminal's Ctrl-C is for the target, not for gdb
+                # A sampling gdb already detaches when the ack fd reports the controller gone;
+                # a hosting-only gdb never reads it, so it gets SIGTERM (it detaches and quits).
+                preexec_fn=_quit_with_parent(os.getpid()) if sampling is None else None,
             )
         except BaseException:
             os.close(self._ack_write)
@@ -121,7 +119,8 @@ class GdbHost:
 
     def _read_output(self) -> None:
         assert self._proc.stdout is not None
-        for raw in self._proc.stdout:
+        # Lines are bounded: a broken gdb printing without newlines cannot fill memory.
+        while raw := self._proc.stdout.readline(65536):
             self._lines.put(raw.decode(errors="replace").rstrip("\n"))
         self._lines.put(None)
 
@@ -145,12 +144,24 @@ class GdbHost:
             self._log.append(line)
             del self._log[:-50]
 
-    def wait_attached(self, timeout: float = 60.0) -> None:
-        mark = self._next_mark(timeout)
+    def wait_attached(self, timeout: float | None = None) -> None:
+        wait_s = gdb_timeout() if timeout is None else timeout
+        mark = self._next_mark(wait_s)
         if mark == "attached":
             return
         detail = mark[len("error ") :] if mark and mark.startswith("error ") else None
-        raise attach_error(detail or " ".join(self._log[-3:]) or "no answer from gdb")
+        if detail is None and self._proc.poll() is None:
+            detail = f"no answer from gdb within {wait_s:g} s (PROFILA_GDB_TIMEOUT)"
+            if self._log:
+                detail += "; it printed: " + " ".join(self._log[-3:])
+        detail = detail or " ".join(self._log[-3:]) or "no answer from gdb"
+        tracer = other_tracer(self._pid, self._proc.pid)
+        if tracer is not None:
+            raise EnvironmentProblem(
+                f"the target is already traced by {tracer}: another debugger or profiler is "
+                "attached; stop it, or run profila without it"
+            )
+        raise attach_error(detail)
 
     def poll_exiting(self) -> bool:
         """True once the target is held at its exit_group (call release_exit() after)."""
@@ -179,15 +190,55 @@ class GdbHost:
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self._proc.kill()  # the kernel detaches a dead tracer's tracees; they run on
-            self._proc.wait()
+            # On SIGTERM gdb detaches from the target and quits; failing that, the kernel
+            # detaches a dead tracer's tracees and they run on.
+            self._proc.terminate()
+            try:
+                self._proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+def _quit_with_parent(parent: int) -> Callable[[], None]:
+    """For the gdb child, before exec: SIGTERM when profila dies (even by SIGKILL), so that gdb
+    detaches instead of staying attached to the target until it ends."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: after fork, only the call
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # profila died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
+def other_tracer(pid: int, ours: int) -> str | None:
+    """'PID N (name)' of a tracer of ``pid`` other than gdb ``ours``, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        tracer = int(fields["TracerPid"])
+    except (OSError, KeyError, ValueError):
+        return None
+    if tracer in (0, ours):
+        return None
+    try:
+        with open(f"/proc/{tracer}/comm") as f:
+            name = f.read().strip()
+    except OSError:
+        name = "?"
+    return f"PID {tracer} ({name})"
 
 
 def attach_error(detail: str) -> ProfilaError:
+    detail = " ".join(detail.split())  # one line, whatever gdb printed
+    if len(detail) > 300:
+        detail = detail[:300] + "..."
     if re.search(r"Operation not permitted|ptrace", detail):
         return EnvironmentProblem(
             "gdb may not attach to the target (ptrace not permitted: "
             f"{detail}); set /proc/sys/kernel/yama/ptrace_scope to 0 or 1, or in a container "
             "add the SYS_PTRACE capability (docker run --cap-add=SYS_PTRACE)"
         )
-    return ProfilaError(f"gdb could not host the target: {detail}")
+    return EnvironmentProblem(f"gdb could not host the target: {detail}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 from profila.errors import ProfilaError
@@ -47,7 +48,9 @@ class HeldTarget:
 
     def release(self) -> None:
         """Let the child exec the target; raise if the exec failed."""
-        os.write(self._go_write, b"g")
+        # The child may already be gone (Ctrl-C before the start): its status says how.
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self._go_write, b"g")
         os.close(self._go_write)
         with os.fdopen(self._failed_read, "rb") as failed:
             message = failed.read()
@@ -55,11 +58,19 @@ class HeldTarget:
             self.wait()
             raise ProfilaError(f"could not start the target: {message.decode(errors='replace')}")
 
-    def abandon(self) -> None:
-        """The target must not run after all: let the waiting child exit without exec."""
+    def abandon(self, timeout: float = 5.0) -> None:
+        """The target must not run after all: end the waiting child (it never ran user code).
+
+        Killed, not asked: a child held by another tracer (the reason gdb could not attach)
+        would never read the pipe. Its status comes after that tracer's, so the wait is
+        bounded; a child not reaped by then is left to init when profila exits."""
         with contextlib.suppress(OSError):
             os.close(self._go_write)
-        self.wait()
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def poll(self) -> ExitStatus | None:
         if self.status is None:
@@ -99,6 +110,10 @@ def _child(
         # Python ignores SIGPIPE and SIGXFSZ for itself; a plain run of the target would not.
         for signum in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(signum, signal.SIG_DFL)
+        # profila's Python handler for Ctrl-C would raise in here; exec would reset it to the
+        # default anyway (an ignored SIGINT stays ignored, as in a plain run).
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
         if os.read(go_read, 1) != b"g":
             os._exit(126)  # profila gave up before starting the target
         os.close(go_read)

@@ -20,6 +20,8 @@ The boot code is ignored, as all of ``PYTHONPATH`` is, when the target runs Pyth
 from __future__ import annotations
 
 import os
+import stat
+import sys
 import tempfile
 from collections.abc import Mapping
 
@@ -58,7 +60,8 @@ def numba_cache_dir(env: Mapping[str, str]) -> str:
     """profila's own persistent Numba cache for line-tables builds (created if needed).
 
     ``$XDG_CACHE_HOME/profila/numba-cache``, else ``~/.cache/profila/numba-cache``; if that
-    cannot be written, a per-user directory under the system's temporary directory.
+    cannot be written (HOME read-only or missing), a private (0700) per-user directory under
+    the system's temporary directory, used only if it is ours and only we can write it.
     """
     candidates = []
     xdg = env.get("XDG_CACHE_HOME", "")
@@ -68,11 +71,34 @@ def numba_cache_dir(env: Mapping[str, str]) -> str:
     if os.path.isabs(home):
         candidates.append(os.path.join(home, ".cache", "profila", "numba-cache"))
     user = str(os.getuid()) if hasattr(os, "getuid") else "user"
-    candidates.append(os.path.join(tempfile.gettempdir(), f"profila-{user}", "numba-cache"))
+    shared = os.path.join(tempfile.gettempdir(), f"profila-{user}")
+    candidates.append(os.path.join(shared, "numba-cache"))
     for candidate in candidates:
+        if candidate.startswith(shared) and not _private_dir(shared):
+            # Numba's cache files are pickles: a directory in a shared /tmp that someone else
+            # made (or can write) could feed the target code. Such a cache is never used.
+            break
         if _writable_dir(candidate):
             return candidate
-    return candidates[-1]  # Numba itself falls back to not caching if this fails too
+    # Nowhere safe to cache: a path that cannot be created. Numba then caches next to the
+    # program's source (__pycache__), where the line-tables marker keeps the files apart.
+    print(
+        "profila: note: no private directory for profila's Numba cache (HOME not writable, "
+        f"{shared} not private): cache=True functions are cached next to their source",
+        file=sys.stderr,
+    )
+    return os.path.join(os.devnull, "profila-numba-cache")
+
+
+def _private_dir(path: str) -> bool:
+    """``path`` is (made, if missing) a real directory of ours that only we can write."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    owner_ok = not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    return stat.S_ISDIR(st.st_mode) and owner_ok and not st.st_mode & 0o022
 
 
 def _writable_dir(path: str) -> bool:

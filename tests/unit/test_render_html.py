@@ -116,7 +116,8 @@ def test_assembly_is_shown_beside_the_source_when_present(tmp_path: Path) -> Non
     assert "0x1000" in page and "vmulsd xmm0, xmm1, &lt;x&gt;" in page
     assert "47.3%" in page  # 70 of 148 running samples on that instruction
     # Instructions of the function's own file point at their source line (hover outlines it).
-    assert re.search(r'<div class="row" data-line="33"[^>]*><span title="0x1000">\+0x0</span>', page)
+    row = r'<div class="row" data-line="33"[^>]*><span title="0x1000">\+0x0</span>'
+    assert re.search(row, page)
 
 
 def test_assembly_records_as_objects_with_display_names(tmp_path: Path) -> None:
