@@ -125,6 +125,8 @@ def _host_and_arm(request: RunRequest, target: HeldTarget) -> tuple[GdbHost, Sam
             sampling = sampler.gdb_request()
         gdb = GdbHost(request.gdb_path, target.pid, sampling=sampling)
         gdb.wait_attached()
+        if sampling is None:
+            gdb.close()  # it has detached again and quits: the target will run untraced
     except BaseException:
         target.abandon()
         if sampler is not None:
@@ -144,13 +146,14 @@ def _sample_until_exit(
     interrupts: Interrupts | None = None,
 ) -> None:
     next_refresh = 0.0
-    gdb_alive = True
+    # Only a sampling gdb stays attached; with perf, gdb detached before the exec and quit.
+    gdb_alive = isinstance(sampler, GdbStopSampler)
     while target.poll() is None:
         if interrupts is not None and interrupts.stop_waiting:
             return
         if gdb_alive and gdb.returncode is not None and target.poll() is None:
             gdb_alive = False
-            report_gdb_gone(gdb.returncode, isinstance(sampler, GdbStopSampler))
+            report_gdb_gone(gdb.returncode)
         if gdb.poll_exiting():
             # (Sampling through gdb only.) The target is held at exit_group with its memory
             # intact: read the JIT objects registered since the last refresh, symbolise what is
@@ -169,16 +172,13 @@ def _sample_until_exit(
         time.sleep(POLL_S)
 
 
-def report_gdb_gone(returncode: int, gdb_samples: bool) -> None:
-    """gdb ended while the target runs (killed, crashed): say so once. The kernel detached the
-    target when gdb died, so it runs on untraced; perf keeps sampling it, gdb stops cannot."""
+def report_gdb_gone(returncode: int) -> None:
+    """A sampling gdb ended while the target runs (killed, crashed): say so once. The kernel
+    detached the target when gdb died, so it runs on untraced, without samples."""
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
-    then = (
-        "no samples after this point"
-        if gdb_samples
-        else "sampling continues, the target runs on untraced"
+    print(
+        f"profila: gdb ended during the run ({how}); no samples after this point", file=sys.stderr
     )
-    print(f"profila: gdb ended during the run ({how}); {then}", file=sys.stderr)
 
 
 def _consume(

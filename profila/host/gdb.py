@@ -74,7 +74,8 @@ def find_gdb(requested: str | None = None) -> str:
 
 
 class GdbHost:
-    """gdb attached to the held target; reports when the target reaches exit_group.
+    """gdb attached to the held target. With ``sampling`` it stays attached and reports when the
+    target reaches exit_group; without, it detaches before the target execs, and quits.
 
     With ``sampling``, gdb also samples the target through stops and writes the records to
     ``sampling.fd`` (read them with profila.sampling.gdbstop.GdbStopSampler)."""
@@ -102,7 +103,8 @@ class GdbHost:
                 env=env,
                 start_new_session=True,  # the terminal's Ctrl-C is for the target, not for gdb
                 # A sampling gdb already detaches when the ack fd reports the controller gone;
-                # a hosting-only gdb never reads it, so it gets SIGTERM (it detaches and quits).
+                # an attach-only gdb (perf) never reads it: should profila die while it is
+                # attaching, it gets SIGTERM (it detaches and quits).
                 preexec_fn=_quit_with_parent(os.getpid()) if sampling is None else None,
             )
         except BaseException:
@@ -116,6 +118,7 @@ class GdbHost:
         self._log: list[str] = []  # gdb's own output, kept for error messages
         threading.Thread(target=self._read_output, name="profila-gdb-output", daemon=True).start()
         self.exiting = False
+        self._closed = False
 
     def _read_output(self) -> None:
         assert self._proc.stdout is not None
@@ -183,6 +186,9 @@ class GdbHost:
 
         EOF on the ack fd lets a gdb waiting at exit_group detach; a sampling gdb detaches on it
         at its next tick even while the target runs, and gets at least a short grace to do so."""
+        if self._closed:
+            return  # closed already (with perf, right after attaching: gdb has detached)
+        self._closed = True
         with contextlib.suppress(OSError):
             os.close(self._ack_write)
         if self.sampling is not None:

@@ -1,13 +1,19 @@
 """Runs inside gdb's embedded Python (gdb -nx -batch -x THIS). Not imported by profila.
 
-gdb hosts the target: it attaches to the forked, waiting child and passes every signal through
-untouched. Unless asked to sample (below), it asks for no stops at all: no catchpoints (a
-syscall catchpoint would trap every system call), nothing per sample. When sampling through
-stops, it also holds the target at its final exit_group to flush the last samples.
+gdb hosts the target: it attaches to the forked, waiting child (which proves the target can be
+traced and is not traced by anyone else). Unless asked to sample through stops (below), it then
+detaches again before the child execs, and quits: perf_event_open samples without stops, and a
+traced process is not quite the process the user runs (every signal, even an ignored one, stops
+it for the tracer, which can cut a blocking write to a full pipe short: measured with a 1 MB
+line under `python -u` and SIGWINCH). When sampling through stops, gdb stays attached, passes
+every signal through untouched, asks for no stops but its own ticks (no catchpoints: a syscall
+catchpoint would trap every system call), and holds the target at its final exit_group to
+flush the last samples.
 
 Protocol on gdb's stdout (the target's own output never goes there: the target inherited the
 user's stdin/stdout/stderr from profila, not gdb's):
-    @@profila attached            attached and running; signals pass through
+    @@profila attached            attached; when sampling, running with signals passed through;
+                                  otherwise already detached again (gdb then quits)
     @@profila exiting             (sampling through stops only) the target is stopped at
                                   exit_group; waiting for one byte on
                                   the ack fd (EOF counts: a dead controller never blocks exit)
@@ -153,42 +159,34 @@ def main() -> None:
     except gdb.error as exc:
         say("error " + " ".join(str(exc).split()))
         return
-    if sampling is not None:
-        # Sampling through stops must hold the target at exit to flush a tick in flight. Without
-        # it, no catchpoint: any `catch syscall` makes every system call of the target trap into
-        # gdb (measured: os.stat 522k/s plainly, 6k/s with the catchpoint; +1.7 s to import
-        # numba). The controller refreshes the JIT objects as it goes instead.
-        run("catch syscall exit_group")
+    if sampling is None:
+        # The child still waits before its exec: detached now, it execs and runs untraced.
+        try:
+            run("detach")
+        except gdb.error as exc:
+            say("error " + " ".join(str(exc).split()))
+            return
+        say("attached")
+        return
+    # Sampling through stops must hold the target at exit to flush a tick in flight. That is
+    # the only catchpoint: any `catch syscall` makes every system call of the target trap into
+    # gdb (measured: os.stat 522k/s plainly, 6k/s with the catchpoint; +1.7 s to import
+    # numba). The controller refreshes the JIT objects as it goes instead.
+    run("catch syscall exit_group")
     # gdb's defaults stop on SIGINT and swallow it, and stop on SIGPIPE and others; profila must
     # change nothing about how the target sees signals. "all" is every signal but SIGTRAP
     # (gdb's own) and SIGINT, which gets its own line.
     for signals in PASS_SIGNALS:
         run(f"handle {signals} nostop noprint pass")
-    if sampling is not None:
-        try:
-            sampling.install()
-        except (gdb.error, OSError) as exc:
-            say("error cannot sample through gdb: " + " ".join(str(exc).split()))
-            with contextlib.suppress(gdb.error):
-                run("detach")
-            return
+    try:
+        sampling.install()
+    except (gdb.error, OSError) as exc:
+        say("error cannot sample through gdb: " + " ".join(str(exc).split()))
+        with contextlib.suppress(gdb.error):
+            run("detach")
+        return
     say("attached")
-    if sampling is None:
-        _host()
-    else:
-        sampling.host()
-
-
-def _host() -> None:
-    """Without sampling gdb asks for no stops: it passes signals through until the target ends."""
-    while True:
-        try:
-            run("continue")
-        except gdb.error:
-            return  # the target is gone
-        inferior = gdb.selected_inferior()
-        if inferior is None or inferior.pid == 0:
-            return
+    sampling.host()
 
 
 class Ticker:

@@ -44,14 +44,20 @@ def spin(tmp_path: Path, seconds: float, setup: str = "") -> str:
     return str(script)
 
 
-def tree(run: Launched) -> tuple[int, int]:
-    """(gdb pid, target pid) once the target is running; remembered for the clean-up."""
+def tree(run: Launched, sampler: str = "perf") -> tuple[list[int], int]:
+    """([gdb pid] or [], target pid) once the target is running; remembered for the clean-up.
+
+    Only the gdb sampler keeps a gdb: with perf, gdb detached before the exec and quit, and
+    the target runs untraced."""
     kids = descendants(run.pid)
     run.extra.extend(kids)
     gdbs = [p for p in kids if comm(p).startswith("gdb")]
     targets = [p for p in kids if p not in gdbs]
-    assert len(gdbs) == 1 and len(targets) == 1, [(p, comm(p)) for p in kids]
-    return gdbs[0], targets[0]
+    assert len(gdbs) == (1 if sampler == "gdb" else 0), [(p, comm(p)) for p in kids]
+    assert len(targets) == 1, [(p, comm(p)) for p in kids]
+    if sampler != "gdb":
+        assert running_untraced(targets[0]), status(targets[0])
+    return gdbs, targets[0]
 
 
 def assert_partial_profile(run: Launched, stdout: bytes) -> None:
@@ -69,7 +75,7 @@ def test_ctrl_c_reaches_the_target_and_the_profile_is_reported(
     options = ("--sampler", sampler)
     with launched(spin(tmp_path, 60), tmp_path=tmp_path, options=options) as run:
         run.read_until(b"ready")
-        gdb, target = tree(run)
+        gdb, target = tree(run, sampler)
         time.sleep(0.5)
         run.ctrl_c()
         code, out, err = run.finish()
@@ -77,7 +83,7 @@ def test_ctrl_c_reaches_the_target_and_the_profile_is_reported(
         assert b"KeyboardInterrupt" in err and b"Traceback" in err
         assert b"profila: interrupted" not in err  # not profila's own traceback or message
         assert_partial_profile(run, out)
-        assert wait_gone([gdb, target]) == []
+        assert wait_gone([*gdb, target]) == []
 
 
 def test_targets_own_sigint_handler_decides(tmp_path: Path) -> None:
@@ -107,7 +113,7 @@ def test_second_ctrl_c_stops_waiting_and_leaves_the_target_running_untraced(
     options = ("--sampler", sampler)
     with launched(spin(tmp_path, 60, setup), tmp_path=tmp_path, options=options) as run:
         run.read_until(b"ready")
-        gdb, target = tree(run)
+        gdb, target = tree(run, sampler)
         time.sleep(0.3)
         run.ctrl_c()
         time.sleep(1.0)
@@ -118,7 +124,7 @@ def test_second_ctrl_c_stops_waiting_and_leaves_the_target_running_untraced(
         assert b"stopped waiting for the target" in err
         assert_partial_profile(run, out)
         assert json.loads(run.out.read_text())["exit_code"] is None  # still running
-        assert wait_gone([gdb]) == []
+        assert wait_gone(gdb) == []
         assert running_untraced(target), status(target)
         time.sleep(0.3)
         assert running_untraced(target), status(target)  # and stays so
@@ -155,7 +161,7 @@ def test_sigterm_to_profila_is_passed_on_and_the_profile_written(tmp_path: Path)
         assert code == 7
         assert out.count(b"handled SIGTERM") == 1
         assert_partial_profile(run, out)
-        assert wait_gone([gdb, target]) == []
+        assert wait_gone([*gdb, target]) == []
 
 
 def test_sigterm_kills_a_default_target_and_profila_reports_143(tmp_path: Path) -> None:
@@ -177,21 +183,22 @@ def test_sigkill_to_profila_leaves_the_target_running_untraced(
     options = ("--sampler", sampler)
     with launched(spin(tmp_path, 60), tmp_path=tmp_path, options=options) as run:
         run.read_until(b"ready")
-        gdb, target = tree(run)
+        gdb, target = tree(run, sampler)
         time.sleep(0.3)
         os.kill(run.pid, signal.SIGKILL)
         run.proc.wait(10)
-        assert wait_gone([gdb]) == []
+        assert wait_gone(gdb) == []
         assert running_untraced(target), status(target)
 
 
 def test_gdb_dying_mid_run_leaves_the_target_to_finish(tmp_path: Path) -> None:
-    """gdb killed while the target runs: one line says so, the target finishes as it would,
-    its exit status passes through, and the report is printed."""
-    with launched(spin(tmp_path, 2.0), tmp_path=tmp_path) as run:
+    """A sampling gdb killed while the target runs: one line says so, the target finishes as it
+    would, its exit status passes through, and the report is printed."""
+    options = ("--sampler", "gdb")
+    with launched(spin(tmp_path, 2.0), tmp_path=tmp_path, options=options) as run:
         run.read_until(b"ready")
-        gdb, target = tree(run)
-        os.kill(gdb, signal.SIGKILL)
+        gdb, target = tree(run, "gdb")
+        os.kill(gdb[0], signal.SIGKILL)
         code, out, err = run.finish()
         assert code == 0
         assert b"spun out" in out
