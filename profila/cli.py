@@ -87,6 +87,11 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         help="format of --output, when its extension does not say",
     )
     parser.add_argument("--no-color", action="store_true", help="plain text report")
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="split each source line's samples by thread (a column per thread)",
+    )
 
 
 def _dispatch(args: list[str]) -> int:
@@ -175,7 +180,10 @@ def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
     color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
     width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
     try:
-        sys.stdout.write(text_renderer.render(profile, color=color, width=max(60, width)))
+        text = text_renderer.render(
+            profile, color=color, width=max(60, width), threads=namespace.threads
+        )
+        sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader (e.g. `| head`) has gone: not an error. Point stdout at /dev/null so the

@@ -42,6 +42,34 @@ class ThreadCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadLineCounts:
+    """One thread's share of a source line (``--threads``); summed over tids: LineCounts."""
+
+    file: str
+    line: int
+    function: str
+    tid: int
+    self: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelCounts:
+    """How many threads ran a function at once (profila/concurrency.py has the definition)."""
+
+    file: str
+    function: str
+    ticks: int  # sampling ticks in which at least one thread had it on its Numba stack
+    thread_ticks: int  # summed over those ticks: the number of distinct threads in it
+    threads: int  # distinct threads seen in it over the run
+
+    @property
+    def efficiency(self) -> float:
+        """Threads busy in it on average while it ran."""
+        return self.thread_ticks / self.ticks if self.ticks else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class SourceFingerprint:
     """What a source file looked like when the profile was made, to notice later edits."""
 
@@ -61,6 +89,10 @@ class Profile:
     functions: list[FunctionCounts] = field(default_factory=list)
     threads: list[ThreadCounts] = field(default_factory=list)
     sources: dict[str, SourceFingerprint] = field(default_factory=dict)
+    # Optional in the JSON (absent in profiles written before them): per-thread line counts and
+    # parallel efficiency.
+    thread_lines: list[ThreadLineCounts] = field(default_factory=list)
+    parallel: list[ParallelCounts] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -95,6 +127,8 @@ class Profile:
             "functions": [asdict(f) for f in self.functions],
             "lines": [asdict(x) for x in self.lines],
             "sources": {path: asdict(fp) for path, fp in self.sources.items()},
+            "thread_lines": [asdict(x) for x in self.thread_lines],
+            "parallel": [asdict(x) for x in self.parallel],
         }
         return json.dumps(doc, indent=1) + "\n"
 
@@ -120,4 +154,6 @@ class Profile:
             functions=[FunctionCounts(**f) for f in doc["functions"]],
             threads=[ThreadCounts(**t) for t in doc["threads"]],
             sources={p: SourceFingerprint(**fp) for p, fp in doc["sources"].items()},
+            thread_lines=[ThreadLineCounts(**x) for x in doc.get("thread_lines", [])],
+            parallel=[ParallelCounts(**x) for x in doc.get("parallel", [])],
         )

@@ -11,7 +11,8 @@ so ``<locals>`` is ``_3clocals_3e``. Since ``_`` itself is not escaped, an escap
 when it yields a character Numba would have escaped.
 
 Wrappers: ``_ZN7cpython<rest>`` is the CPython-callable wrapper of ``_ZN<rest>``
-(``itanium_mangler.prepend_namespace``), ``cfunc.<mangled>`` the C-callable one. Other names
+(``itanium_mangler.prepend_namespace``), ``cfunc.<mangled>`` the C-callable one,
+``__gufunc__.<mangled>`` the gufunc loop around a parfor body. Other names
 (``NRT_incref``, ``nrt_atomic_add``, ...) are plain C names and kept as they are.
 
 ``display_name`` costs ~10-20 us per name; the symboliser calls it once per function.
@@ -100,7 +101,7 @@ class Demangled:
     path: tuple[str, ...]  # e.g. ("__main__", "outer", "<locals>", "inner")
     abi_tags: tuple[str, ...]  # e.g. ("v12", "c8tJTC/...")
     args: tuple[str, ...]  # argument types, e.g. ("Array<float64, 2, C, mutable, aligned>",)
-    wrapper: str | None = None  # "cpython" or "cfunc" for Numba's wrappers, else None
+    wrapper: str | None = None  # "cpython", "cfunc" or "gufunc" for Numba's wrappers, else None
     suffix: str = ""  # anything after the mangled name, e.g. ".constprop.0"
 
     @property
@@ -230,6 +231,11 @@ def demangle(symbol: str) -> Demangled | None:
     if text.startswith("cfunc._Z"):
         wrapper = "cfunc"
         text = text[len("cfunc.") :]
+    elif text.startswith("__gufunc__._Z"):
+        # The gufunc loop Numba wraps around a parfor's outlined body
+        # (numba/np/ufunc/wrappers.py): it runs in each worker and calls the body.
+        wrapper = "gufunc"
+        text = text[len("__gufunc__.") :]
     if not text.startswith("_Z"):
         return None
     p = _Parser(text)

@@ -19,7 +19,9 @@ Numba-mangled name); Numba's CPython/C wrappers and its runtime's C-named helper
 nothing else names the sample. ``jit_pc`` is the pc of the innermost JIT frame; when that frame
 was found by scanning (it is stopped in a call), the address of the call instruction.
 
-Kind: NUMBA if any JIT frame was found, else by the mapping of the innermost pc (libpython or
+Kind: IDLE if the innermost pc is in a thread pool's library (libgomp, libtbb, Numba's threading
+layers: spinning for work or at a barrier, see :mod:`profila.symbols.waiting`), whatever called
+it; else NUMBA if any JIT frame was found, else by the mapping of the innermost pc (libpython or
 the python executable: PYTHON; libllvmlite: COMPILE; another file: NATIVE; unknown anonymous
 code: refresh the JIT list once, retry, then BAD). Never raises for a bad sample.
 
@@ -59,6 +61,7 @@ from profila.symbols.unwind import (
     call_length,
     step,
 )
+from profila.symbols.waiting import is_pool_wait_library
 
 UNKNOWN_FILE = "<unknown>"
 
@@ -264,6 +267,8 @@ class Symboliser:
                 kind = SampleKind.PYTHON
             elif base.startswith("libllvmlite"):
                 kind = SampleKind.COMPILE
+            elif is_pool_wait_library(m.path):
+                kind = SampleKind.IDLE  # a thread pool spinning for work (symbols/waiting.py)
             elif m.executable:
                 kind = SampleKind.NATIVE
             else:
@@ -362,6 +367,10 @@ class Symboliser:
                 self.refresh()
                 if self.object_at(raw.ip) is None:
                     kind = SampleKind.BAD
+        if kind is SampleKind.IDLE:
+            # Waiting in a thread pool: idle whatever called it (the prange line's caller must
+            # not be charged for the barrier wait).
+            return Sample(raw.tid, kind)
         if kind is None:
             frames, jit_pc, _, _ = self._unwind_jit(regs, stack, base, innermost=True)
             if jit_pc is not None:
