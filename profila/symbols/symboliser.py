@@ -340,9 +340,12 @@ class Symboliser:
         """Whether a walk from a scanned return address ended where real stacks end."""
         if regs is None:
             return clean
-        # No re-read of the maps here: a real caller's library has long been mapped, and
-        # garbage values must not make every sample pay for a re-read.
-        m = self._maps.lookup(regs.pc)
+        # Usually a real caller's library has long been mapped. Not always: Numba loads its
+        # threading layer (numba/np/ufunc/workqueue*.so) at the first parallel launch, and a
+        # worker's JIT frames are called from it. So a pc outside the table re-reads the maps,
+        # which MemoryMaps.find rate-limits (and remembers unmapped pages), so that garbage
+        # values cannot make every sample pay for a re-read.
+        m = self._maps.lookup(regs.pc) or self._maps.find(regs.pc)
         return m is not None and m.executable and (m.file_backed or m.path == "[vdso]")
 
     # -- the per-sample entry point ------------------------------------------------------
