@@ -22,7 +22,7 @@ from profila.model import (
     ThreadLineCounts,
 )
 from profila.render.text import render
-from profila.sampling.raw import RawSample
+from profila.sampling.raw import LostSamples, RawSample
 from profila.symbols.demangle import demangle, display_name
 from profila.symbols.frames import Sample, SampleKind, SourceFrame
 from profila.symbols.symboliser import Symboliser
@@ -239,3 +239,24 @@ def test_jit_caller_called_from_a_library_loaded_later(tmp_path: Path) -> None:
         assert sample.kind is SampleKind.NUMBA
     finally:
         s.close()
+
+
+def test_lost_switch_records_are_not_counted_as_lost_samples() -> None:
+    """A thread pool's switch records fill the ring: a loss of 100 records, where 1 record in
+    10 was a sample, is an estimated 10 lost samples, not 100; without a tally, the raw count."""
+    from profila.sampling.perf import parse_records
+
+    from .test_perf_records import lost, sample, switch
+
+    data = sample(5, 1)
+    for t in range(2, 11):
+        data += switch(5, t, out=t % 2 == 0)
+    data += lost(100, 11)
+    out: list[object] = []
+    tally = [0, 0]
+    parse_records(data, out, [], tally=tally)  # type: ignore[arg-type]
+    assert tally == [1, 9]
+    assert out[-1] == LostSamples(10)
+    raw: list[object] = []
+    parse_records(data, raw, [])  # type: ignore[arg-type]
+    assert raw[-1] == LostSamples(100)
