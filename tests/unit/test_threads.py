@@ -260,3 +260,20 @@ def test_lost_switch_records_are_not_counted_as_lost_samples() -> None:
     raw: list[object] = []
     parse_records(data, raw, [])  # type: ignore[arg-type]
     assert raw[-1] == LostSamples(100)
+
+
+def test_show_threads_splits_lines_by_thread(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`profila show --threads FILE` renders the per-thread columns from a saved profile."""
+    from profila.cli import main
+
+    path = tmp_path / "k.py"
+    path.write_text("def body():\n    pass\n    x = 1  # the line\n")
+    saved = tmp_path / "p.json"
+    saved.write_text(threaded_profile(path).to_json())
+    assert main(["show", "--threads", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "T1=11  T2=12" in out
+    assert main(["show", str(saved)]) == 0
+    assert "T1=" not in capsys.readouterr().out
