@@ -12,7 +12,8 @@ when it yields a character Numba would have escaped.
 
 Wrappers: ``_ZN7cpython<rest>`` is the CPython-callable wrapper of ``_ZN<rest>``
 (``itanium_mangler.prepend_namespace``), ``cfunc.<mangled>`` the C-callable one,
-``__gufunc__.<mangled>`` the gufunc loop around a parfor body. Other names
+``__gufunc__.<mangled>`` and ``__ufunc__.<mangled>`` the loops around a gufunc or parfor body
+and a ufunc kernel. Other names
 (``NRT_incref``, ``nrt_atomic_add``, ...) are plain C names and kept as they are.
 
 ``display_name`` costs ~10-20 us per name; the symboliser calls it once per function.
@@ -101,7 +102,7 @@ class Demangled:
     path: tuple[str, ...]  # e.g. ("__main__", "outer", "<locals>", "inner")
     abi_tags: tuple[str, ...]  # e.g. ("v12", "c8tJTC/...")
     args: tuple[str, ...]  # argument types, e.g. ("Array<float64, 2, C, mutable, aligned>",)
-    wrapper: str | None = None  # "cpython", "cfunc" or "gufunc" for Numba's wrappers, else None
+    wrapper: str | None = None  # "cpython", "cfunc", "ufunc", "gufunc" for wrappers, else None
     suffix: str = ""  # anything after the mangled name, e.g. ".constprop.0"
 
     @property
@@ -231,11 +232,12 @@ def demangle(symbol: str) -> Demangled | None:
     if text.startswith("cfunc._Z"):
         wrapper = "cfunc"
         text = text[len("cfunc.") :]
-    elif text.startswith("__gufunc__._Z"):
-        # The gufunc loop Numba wraps around a parfor's outlined body
-        # (numba/np/ufunc/wrappers.py): it runs in each worker and calls the body.
-        wrapper = "gufunc"
-        text = text[len("__gufunc__.") :]
+    elif text.startswith(("__gufunc__._Z", "__ufunc__._Z")):
+        # The ufunc and gufunc loops Numba wraps around a @vectorize/@guvectorize kernel or a
+        # parfor's outlined body (numba/np/ufunc/wrappers.py); with target="parallel" and in
+        # prange they run in each worker and call (or inline) the kernel.
+        wrapper = text[2 : text.index("__.")]
+        text = text[text.index(".") + 1 :]
     if not text.startswith("_Z"):
         return None
     p = _Parser(text)

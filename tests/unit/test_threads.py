@@ -63,7 +63,8 @@ def test_thread_pool_libraries_are_waiting(path: str, waits: bool) -> None:
 
 
 def test_gufunc_wrapper_is_a_wrapper() -> None:
-    """The gufunc loop around a parfor body is a wrapper: it never names a line itself."""
+    """The gufunc loop around a parfor body and the ufunc loop around a @vectorize kernel are
+    wrappers: they name a line only when nothing else does."""
     symbol = (
         "__gufunc__._ZN13_3cdynamic_3e36__numba_parfor_gufunc_0x7f2fec4bbad0B2v2B106c8tJTC_2fWQ"
         "AliW1xhDEoY6EEMEUOEMISPGsAQMVj4QniQ4IXKQEMXwoMGLoQDDVsQR1NHAS2hQ9XgStYwaUTI24JtBVoOCV2Y"
@@ -72,6 +73,8 @@ def test_gufunc_wrapper_is_a_wrapper() -> None:
     d = demangle(symbol)
     assert d is not None and d.wrapper == "gufunc"
     assert display_name(symbol) == "__numba_parfor_gufunc_0x7f2fec4bbad0 [gufunc wrapper]"
+    ufunc = "__ufunc__._ZN8__main__1fB2v1B52c8tJTIeFImbKsAWlBR0FJMfbgsMFGDwYEQhVCwwAMEsTAA_3d_3dEd"
+    assert display_name(ufunc) == "f [ufunc wrapper]"
 
 
 def test_busy_threads_counts_threads_together_per_tick() -> None:
