@@ -37,19 +37,28 @@ def per_thread(profile: dict[str, Any], path: Path, line: int) -> Counter[int]:
     return counts
 
 
-def run_ok(tmp_path: Path, *args: str, env: dict[str, str], options: tuple[str, ...] = ()) -> Run:
-    run = profila(*args, tmp_path=tmp_path, env=env, options=("--sampler", "perf", *options))
+def run_ok(
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str],
+    options: tuple[str, ...] = (),
+    sampler: str = "perf",
+) -> Run:
+    run = profila(*args, tmp_path=tmp_path, env=env, options=("--sampler", sampler, *options))
     assert run.returncode == 0, run.stderr.decode()
     assert run.profile is not None
     return run
 
 
-@pytest.mark.parametrize("layer", ["omp", "workqueue"])
-def test_prange_body_line_gets_the_work(tmp_path: Path, layer: str) -> None:
+@pytest.mark.parametrize(
+    "layer, sampler", [("omp", "perf"), ("workqueue", "perf"), ("omp", "gdb")]
+)
+def test_prange_body_line_gets_the_work(tmp_path: Path, layer: str, sampler: str) -> None:
     """The hot line of a prange body gets the samples, from both threads of the pool; the
-    prange line (launch and wait) gets little: waiting threads are idle, not work."""
+    prange line (launch and wait) gets little: waiting threads are idle, not work. Both
+    samplers agree."""
     env = {"NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "2"}
-    run = run_ok(tmp_path, str(HOT_BODY), "1.5", env=env)
+    run = run_ok(tmp_path, str(HOT_BODY), "1.5", env=env, sampler=sampler)
     assert run.profile is not None
     hot = run.line_number(HOT_BODY, line_of(HOT_BODY, "# hot:"))
     prange = run.line_number(HOT_BODY, line_of(HOT_BODY, "for i in prange("))
