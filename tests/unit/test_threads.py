@@ -280,3 +280,25 @@ def test_show_threads_splits_lines_by_thread(
     assert "T1=11  T2=12" in out
     assert main(["show", str(saved)]) == 0
     assert "T1=" not in capsys.readouterr().out
+
+
+def test_efficiency_of_jittered_busy_threads_is_near_their_count() -> None:
+    """Threads busy all the time, each sampled every period +-10% from its own phase, read as
+    nearly their number: the tick buckets do not need the samples aligned."""
+    import random
+
+    rng = random.Random(5)
+    for count in (1, 2, 4):
+        busy = BusyThreads(100.0)
+        events = []
+        for tid in range(count):
+            t = rng.randrange(TICK)
+            while t < 3_000 * TICK:
+                events.append((t, tid))
+                t += int(TICK * rng.uniform(0.9, 1.1))
+        for t, tid in sorted(events):
+            busy.add(t, tid, {("/src/k.py", "f")})
+        busy.finish()
+        assert busy.late == 0
+        efficiency = busy.thread_ticks[("/src/k.py", "f")] / busy.ticks[("/src/k.py", "f")]
+        assert 0.93 * count <= efficiency <= count, (count, efficiency)
