@@ -11,7 +11,9 @@ threads work for SECONDS and it prints ``work/sec: X``, the throughput of that t
                   other processes on a shared 2-CPU machine decide)
 
 For each N, rounds alternate a plain run and a run under ``python -m profila annotate --rate
-100`` (A B, A B, ...) so that noise from the rest of the machine falls on both alike. The
+100 --sampler S`` for each sampler asked for (A B C, A B C, ...) so that noise from the rest of
+the machine falls on all alike. The gdb sampler stops every thread at each tick, so its cost
+grows with the thread count; the perf sampler never stops the target. The
 slowdown of a round is plain work/sec over profiled work/sec; the table gives medians over the
 rounds. On a shared machine the wall-clock throughput of either run depends on what else runs,
 so two figures that other processes barely touch are given as well: the target's own CPU time
@@ -24,7 +26,7 @@ all threads, and the largest share of bad samples.
 Usage::
 
     python bench/threads.py [--rounds R] [--seconds S] [--modes python,prange]
-                            [--threads 1,2,4,8] [--rate HZ]
+                            [--threads 1,2,4,8] [--rate HZ] [--samplers perf,gdb]
 
 Prints a Markdown block on stdout (progress on stderr).
 """
@@ -118,7 +120,7 @@ def log(message: str) -> None:
 
 
 def one_run(
-    mode: str, count: int, seconds: float, rate: float | None, tmp: Path
+    mode: str, count: int, seconds: float, rate: float | None, tmp: Path, sampler: str = "perf"
 ) -> tuple[float, float, float, dict[str, Any] | None]:
     """(work/s, target CPU ms per unit of work, CPU s of the whole command tree, profile)."""
     target = [str(Path(__file__).resolve()), "--target", mode, str(count), str(seconds)]
@@ -131,7 +133,7 @@ def one_run(
         argv = [sys.executable, *target]
     else:
         argv = [sys.executable, "-m", "profila", "annotate", "--rate", str(rate), "--no-color",
-                "-o", str(out), "--", *target]
+                "--sampler", sampler, "-o", str(out), "--", *target]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds * 10 + 120
@@ -153,56 +155,71 @@ def main() -> int:
     parser.add_argument("--modes", default="python,prange")
     parser.add_argument("--threads", default="1,2,4,8")
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--samplers", default="perf", help="perf, gdb or both: perf,gdb")
     args = parser.parse_args()
     if args.target:
         run_target(args.target[0], int(args.target[1]), float(args.target[2]))
         return 0
     counts = [int(x) for x in args.threads.split(",")]
     modes = args.modes.split(",")
+    samplers = args.samplers.split(",")
     load_start = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
     with tempfile.TemporaryDirectory(prefix="profila-bench-threads-") as tmp:
         for mode in modes:
             for count in counts:
-                ratios, plain, profiled, rates, bad = [], [], [], [], []
-                cpu_ratios, extra_cpu = [], []
+                stats: dict[str, dict[str, list[float]]] = {
+                    name: {k: [] for k in ("ratio", "plain", "profiled", "rate", "bad", "cpu",
+                                           "extra")}
+                    for name in samplers
+                }
                 for r in range(args.rounds):
                     a, a_cpu, a_tree, _ = one_run(mode, count, args.seconds, None, Path(tmp))
-                    b, b_cpu, b_tree, p = one_run(mode, count, args.seconds, args.rate, Path(tmp))
-                    assert p is not None
-                    ratios.append(a / b)
-                    cpu_ratios.append(b_cpu / a_cpu)
-                    extra_cpu.append(b_tree - a_tree)
-                    plain.append(a)
-                    profiled.append(b)
-                    running = p["samples"]["total"] - p["samples"]["idle"]
-                    rates.append(running / p["duration_s"])
-                    bad.append(p["samples"]["bad"] / max(1, running))
-                    log(f"{mode} N={count} round {r + 1}: plain {a:.1f}/s, profiled {b:.1f}/s, "
-                        f"x{a / b:.3f}, cpu x{b_cpu / a_cpu:.3f}, +{b_tree - a_tree:.2f} s CPU, "
-                        f"{running / p['duration_s']:.0f} samples/s")
-                rows.append((mode, count, statistics.median(plain), statistics.median(profiled),
-                             statistics.median(ratios), min(ratios), max(ratios),
-                             statistics.median(cpu_ratios), statistics.median(extra_cpu),
-                             statistics.median(rates), max(bad)))
+                    for name in samplers:
+                        b, b_cpu, b_tree, p = one_run(
+                            mode, count, args.seconds, args.rate, Path(tmp), name
+                        )
+                        assert p is not None
+                        running = p["samples"]["total"] - p["samples"]["idle"]
+                        st = stats[name]
+                        st["ratio"].append(a / b)
+                        st["cpu"].append(b_cpu / a_cpu)
+                        st["extra"].append(b_tree - a_tree)
+                        st["plain"].append(a)
+                        st["profiled"].append(b)
+                        st["rate"].append(running / p["duration_s"])
+                        st["bad"].append(p["samples"]["bad"] / max(1, running))
+                        log(f"{mode} N={count} {name} round {r + 1}: plain {a:.1f}/s, "
+                            f"profiled {b:.1f}/s, x{a / b:.3f}, cpu x{b_cpu / a_cpu:.3f}, "
+                            f"+{b_tree - a_tree:.2f} s CPU, "
+                            f"{running / p['duration_s']:.0f} samples/s")
+                for name in samplers:
+                    st = stats[name]
+                    med = statistics.median
+                    rows.append((mode, count, name, med(st["plain"]), med(st["profiled"]),
+                                 med(st["ratio"]), min(st["ratio"]), max(st["ratio"]),
+                                 med(st["cpu"]), med(st["extra"]), med(st["rate"]),
+                                 max(st["bad"])))
     load_end = os.getloadavg()
     import numba
 
     print(f"Run {started}: `python bench/threads.py --rounds {args.rounds} --seconds "
-          f"{args.seconds} --modes {args.modes} --threads {args.threads} --rate {args.rate:g}`; "
+          f"{args.seconds} --modes {args.modes} --threads {args.threads} --rate {args.rate:g} "
+          f"--samplers {args.samplers}`; "
           f"{os.cpu_count()} CPUs, load average {load_start[0]:.2f} at start, "
           f"{load_end[0]:.2f} at end; Linux {platform.release()}, Python "
           f"{platform.python_version()}, numba {numba.__version__}, prange threading layer "
           f"{PRANGE_LAYER}.")
     print()
-    print("| mode | threads | plain work/s | profiled work/s | slowdown (median) | min-max over "
-          "rounds | target CPU per work, profiled / plain | extra CPU per run (profila + gdb) "
-          "| running samples/s | bad (max) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for mode, count, a, b, ratio, lo, hi, cpu_ratio, extra, rate, bad_share in rows:
-        print(f"| {mode} | {count} | {a:.1f} | {b:.1f} | {ratio:.3f}x | {lo:.3f}-{hi:.3f} | "
-              f"{cpu_ratio:.3f}x | {extra:+.2f} s | {rate:.0f} | {100 * bad_share:.2f}% |")
+    print("| mode | threads | sampler | plain work/s | profiled work/s | slowdown (median) | "
+          "min-max over rounds | target CPU per work, profiled / plain | extra CPU per run "
+          "(profila + gdb) | running samples/s | bad (max) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for mode, count, name, a, b, ratio, lo, hi, cpu_ratio, extra, rate, bad_share in rows:
+        print(f"| {mode} | {count} | {name} | {a:.1f} | {b:.1f} | {ratio:.3f}x | "
+              f"{lo:.3f}-{hi:.3f} | {cpu_ratio:.3f}x | {extra:+.2f} s | {rate:.0f} | "
+              f"{100 * bad_share:.2f}% |")
     return 0
 
 
