@@ -7,6 +7,7 @@ with the threads' CPU time (what the sampler counts), not their wall time.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -20,6 +21,15 @@ PARALLEL = EXAMPLES / "parallel"
 HOT_BODY = PARALLEL / "hot_body.py"
 IMBALANCED = PARALLEL / "imbalanced.py"
 TWO_THREADS = PARALLEL / "two_threads.py"
+
+
+def have_tbb() -> bool:
+    """Numba's tbb threading layer loads (it needs the tbb package's libtbb.so.12)."""
+    try:
+        importlib.import_module("numba.np.ufunc.tbbpool")
+    except ImportError:
+        return False
+    return True
 
 
 def line_of(path: Path, fragment: str) -> int:
@@ -51,12 +61,15 @@ def run_ok(
 
 
 @pytest.mark.parametrize(
-    "layer, sampler", [("omp", "perf"), ("workqueue", "perf"), ("omp", "gdb")]
+    "layer, sampler",
+    [("omp", "perf"), ("workqueue", "perf"), ("omp", "gdb"), ("tbb", "perf")],
 )
 def test_prange_body_line_gets_the_work(tmp_path: Path, layer: str, sampler: str) -> None:
     """The hot line of a prange body gets the samples, from both threads of the pool; the
     prange line (launch and wait) gets little: waiting threads are idle, not work. Both
     samplers agree."""
+    if layer == "tbb" and not have_tbb():
+        pytest.skip("Numba's tbb threading layer is not available (pip install tbb)")
     env = {"NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "2"}
     run = run_ok(tmp_path, str(HOT_BODY), "1.5", env=env, sampler=sampler)
     assert run.profile is not None
