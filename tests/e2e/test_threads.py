@@ -145,3 +145,17 @@ def test_python_threads_nogil_kernels_match_measured_shares(tmp_path: Path) -> N
     if all(c >= 0.9 * w for w, c in measured.values()):
         wall = measured["alpha"][0] / (measured["alpha"][0] + measured["beta"][0])
         assert abs(share - wall) < 0.05, (share, wall, measured)
+
+
+def test_parallel_ufunc_work_lands_on_the_kernel_line(tmp_path: Path) -> None:
+    """@vectorize(target="parallel"): the kernel's hot line gets the samples from both threads;
+    the ufunc loop wrapper does not put them all on the `def` line too."""
+    path = PARALLEL / "parallel_ufunc.py"
+    env = {"NUMBA_NUM_THREADS": "2"}
+    run = run_ok(tmp_path, str(path), "1.5", env=env)
+    hot = run.line_number(path, line_of(path, "# hot:"))
+    define = run.line_number(path, line_of(path, "def kernel(x):"))
+    assert hot["self"] > 0.5 * (run.profile or {})["samples"]["numba"]
+    assert define["total"] < 0.2 * hot["self"], (define, hot)
+    workers = per_thread(run.profile or {}, path, line_of(path, "# hot:"))
+    assert len([t for t, n in workers.items() if n >= 3]) == 2, workers
