@@ -302,3 +302,17 @@ def test_efficiency_of_jittered_busy_threads_is_near_their_count() -> None:
         assert busy.late == 0
         efficiency = busy.thread_ticks[("/src/k.py", "f")] / busy.ticks[("/src/k.py", "f")]
         assert 0.93 * count <= efficiency <= count, (count, efficiency)
+
+
+def test_thread_table_sums_the_quiet_threads_in_one_row(tmp_path: Path) -> None:
+    """Past MAX_THREAD_ROWS threads, the rest are one summed row; busy is running / (running +
+    idle) of each thread."""
+    from profila.render import threads as thread_view
+
+    p = threaded_profile(tmp_path / "k.py")
+    many = [ThreadCounts(100 + i, 1, 9) for i in range(thread_view.MAX_THREAD_ROWS + 3)]
+    p = Profile(**{**p.__dict__, "threads": [*p.threads, *many]})
+    text = render(p)
+    assert "5 more" in text
+    row = next(r for r in text.splitlines() if r.strip().startswith("12 "))
+    assert row.split()[-1] == "45.5%"  # 25 running, 30 idle
