@@ -9,16 +9,19 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
+from profila.concurrency import BusyThreads
 from profila.model import (
     SAMPLE_CLASSES,
     FunctionCounts,
     LineCounts,
+    ParallelCounts,
     Profile,
     SourceFingerprint,
     StackCounts,
     StackFrame,
     Stacks,
     ThreadCounts,
+    ThreadLineCounts,
 )
 from profila.sources import line_texts
 from profila.symbols.frames import Sample, SampleKind, SourceFrame
@@ -49,9 +52,18 @@ class Aggregator:
         # Each source file is fingerprinted when its first sample arrives, while the program
         # runs: a file edited later (even by the program itself) is then seen as changed.
         self._sources: dict[str, SourceFingerprint] = {}
+        self._idle_samples: Counter[int] = Counter()  # IDLE samples (spinning in a pool)
+        # Per thread: line -> samples of that thread (self / total), for the --threads view.
+        self.thread_line_self: Counter[tuple[_LineKey, int]] = Counter()
+        self.thread_line_total: Counter[tuple[_LineKey, int]] = Counter()
+        self.busy = BusyThreads(rate_hz)
 
-    def add(self, sample: Sample) -> None:
+    def add(self, sample: Sample, time_ns: int | None = None) -> None:
+        """Count one sample; ``time_ns`` (CLOCK_MONOTONIC) feeds the parallel efficiency."""
         self.classes[sample.kind.value] += 1
+        if sample.kind is SampleKind.IDLE:
+            self._idle_samples[sample.tid] += 1
+            return
         self.thread_samples[sample.tid] += 1
         if sample.kind is not SampleKind.NUMBA or not sample.frames:
             return
@@ -60,6 +72,9 @@ class Aggregator:
         for frame in sample.frames:
             if frame.file not in self._sources:
                 self._sources[frame.file] = fingerprint(frame.file)
+        self._add_thread_lines(sample)
+        if time_ns is not None:
+            self.busy.add(time_ns, sample.tid, {(f.file, f.function) for f in sample.frames})
         innermost = sample.frames[0]
         self.line_self[(innermost.file, innermost.line, innermost.function)] += 1
         self.function_self[(innermost.file, innermost.function)] += 1
@@ -73,6 +88,12 @@ class Aggregator:
         if len(self.stacks) > MAX_STACKS:  # a new stack past the cap: count it as dropped
             del self.stacks[stack]
             self.stacks_dropped += 1
+
+    def _add_thread_lines(self, sample: Sample) -> None:
+        first = sample.frames[0]
+        self.thread_line_self[((first.file, first.line, first.function), sample.tid)] += 1
+        for key in {(f.file, f.line, f.function) for f in sample.frames}:
+            self.thread_line_total[(key, sample.tid)] += 1
 
     def add_idle(self, tid: int, duration_ns: int) -> None:
         """A thread spent ``duration_ns`` blocked or sleeping: idle ticks at the sampling rate."""
@@ -90,7 +111,30 @@ class Aggregator:
             self.thread_samples[tid] += count
 
     def _idle_ticks(self) -> Counter[int]:
-        return Counter({tid: round(ns * self.rate_hz / 1e9) for tid, ns in self._idle_ns.items()})
+        ticks = Counter({tid: round(ns * self.rate_hz / 1e9) for tid, ns in self._idle_ns.items()})
+        return ticks + self._idle_samples
+
+    def _thread_lines(self) -> list[ThreadLineCounts]:
+        out = [
+            ThreadLineCounts(*key, tid, self=self.thread_line_self.get((key, tid), 0), total=total)
+            for (key, tid), total in self.thread_line_total.items()
+        ]
+        out.sort(key=lambda x: (x.file, x.line, x.function, x.tid))
+        return out
+
+    def _parallel(self) -> list[ParallelCounts]:
+        self.busy.finish()
+        out = [
+            ParallelCounts(
+                *key,
+                ticks=ticks,
+                thread_ticks=self.busy.thread_ticks[key],
+                threads=len(self.busy.threads.get(key, ())),
+            )
+            for key, ticks in self.busy.ticks.items()
+        ]
+        out.sort(key=lambda p: (-p.thread_ticks, p.file, p.function))
+        return out
 
     def profile(
         self,
@@ -103,7 +147,7 @@ class Aggregator:
     ) -> Profile:
         idle = self._idle_ticks()
         samples = {k: self.classes.get(k, 0) for k in SAMPLE_CLASSES}
-        samples["idle"] += sum(idle.values())
+        samples["idle"] += sum(idle.values()) - sum(self._idle_samples.values())
         samples["total"] = sum(samples[k] for k in SAMPLE_CLASSES)
         lines = [
             LineCounts(*key, self=self.line_self.get(key, 0), total=total)
@@ -135,6 +179,8 @@ class Aggregator:
             sources=sources,
             line_text=_line_text(lines),
             stacks=self._stacks(),
+            thread_lines=self._thread_lines(),
+            parallel=self._parallel(),
         )
 
     def _stacks(self) -> Stacks:

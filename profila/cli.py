@@ -143,6 +143,11 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         help="format of --output, when its extension does not say",
     )
     parser.add_argument("--no-color", action="store_true", help="plain text report")
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="split each source line's samples by thread (a column per thread)",
+    )
 
 
 def _dispatch(args: list[str]) -> int:
@@ -288,7 +293,10 @@ def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
     color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
     try:
         width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
-        sys.stdout.write(text_renderer.render(profile, color=color, width=max(60, width)))
+        text = text_renderer.render(
+            profile, color=color, width=max(60, width), threads=namespace.threads
+        )
+        sys.stdout.write(text)
         sys.stdout.flush()
     except OSError:
         # The reader (e.g. `| head`) has gone (EPIPE), or the terminal has (EIO): not an error,
@@ -325,7 +333,7 @@ def _print_asm(
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError:  # the reader or the terminal has gone, as for the report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 

@@ -44,6 +44,34 @@ class ThreadCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadLineCounts:
+    """One thread's share of a source line (``--threads``); summed over tids: LineCounts."""
+
+    file: str
+    line: int
+    function: str
+    tid: int
+    self: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelCounts:
+    """How many threads ran a function at once (profila/concurrency.py has the definition)."""
+
+    file: str
+    function: str
+    ticks: int  # sampling ticks in which at least one thread had it on its Numba stack
+    thread_ticks: int  # summed over those ticks: the number of distinct threads in it
+    threads: int  # distinct threads seen in it over the run
+
+    @property
+    def efficiency(self) -> float:
+        """Threads busy in it on average while it ran."""
+        return self.thread_ticks / self.ticks if self.ticks else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class SourceFingerprint:
     """What a source file looked like when the profile was made, to notice later edits."""
 
@@ -94,6 +122,10 @@ class Profile:
     # can match lines from the JSON alone; and the aggregated Numba stacks (for speedscope).
     line_text: dict[str, dict[int, str]] = field(default_factory=dict)
     stacks: Stacks | None = None
+    # Optional in the JSON (absent in profiles written before them): per-thread line counts and
+    # parallel efficiency.
+    thread_lines: list[ThreadLineCounts] = field(default_factory=list)
+    parallel: list[ParallelCounts] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -128,6 +160,8 @@ class Profile:
             "functions": [asdict(f) for f in self.functions],
             "lines": [asdict(x) for x in self.lines],
             "sources": {path: asdict(fp) for path, fp in self.sources.items()},
+            "thread_lines": [asdict(x) for x in self.thread_lines],
+            "parallel": [asdict(x) for x in self.parallel],
         }
         if self.asm:
             doc["asm"] = [a.to_dict() for a in self.asm]
@@ -158,6 +192,8 @@ class Profile:
             sources={p: SourceFingerprint(**fp) for p, fp in doc["sources"].items()},
             asm=[AsmFunction.from_dict(a) for a in doc.get("asm", [])],
             **_read_optional_fields(doc),
+            thread_lines=[ThreadLineCounts(**x) for x in doc.get("thread_lines", [])],
+            parallel=[ParallelCounts(**x) for x in doc.get("parallel", [])],
         )
 
 

@@ -191,7 +191,7 @@ def _consume(
             if symboliser is None:
                 aggregator.add_bad(1, record.tid)
             else:
-                aggregator.add(symboliser.symbolise(record))
+                aggregator.add(symboliser.symbolise(record), record.time_ns)
         elif isinstance(record, IdleSpan):
             aggregator.add_idle(record.tid, record.end_ns - record.start_ns)
         else:

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from profila.model import SAMPLE_CLASSES, FunctionCounts, LineCounts, Profile
+from profila.render import threads as thread_view
 from profila.render.paths import display_path
 
 CONTEXT = 2  # lines shown around hot lines
@@ -31,7 +32,10 @@ _DEBUGINFO_NAMES = {
 }
 
 
-def render(profile: Profile, *, color: bool = False, width: int = 100) -> str:
+def render(
+    profile: Profile, *, color: bool = False, width: int = 100, threads: bool = False
+) -> str:
+    """The report; ``threads`` adds a column per thread (self share) to each source line."""
     buffer = io.StringIO()
     console = Console(
         file=buffer,
@@ -44,11 +48,17 @@ def render(profile: Profile, *, color: bool = False, width: int = 100) -> str:
         markup=False,  # names like "f [cpython wrapper]" and commands are text, not markup
     )
     _header(console, profile)
+    thread_view.thread_table(console, profile)
+    thread_view.efficiency_table(console, profile)
+    tids = thread_view.column_tids(profile) if threads else []
+    if tids:
+        console.print(thread_view.column_legend(tids))
+        console.print()
     if profile.functions:
         _function_table(console, profile)
         for function in profile.functions:
             if function.file.startswith("/"):  # no source section for "<unknown>" and the like
-                _function_lines(console, profile, function)
+                _function_lines(console, profile, function, tids)
     else:
         console.print("No samples landed in Numba-compiled code.")
     return buffer.getvalue()
@@ -144,7 +154,9 @@ def _source_lines(p: Profile, path: str) -> tuple[list[str] | None, str | None]:
     return data.decode(errors="replace").splitlines(), None
 
 
-def _function_lines(console: Console, p: Profile, f: FunctionCounts) -> None:
+def _function_lines(
+    console: Console, p: Profile, f: FunctionCounts, tids: list[int] | None = None
+) -> None:
     lines = [x for x in p.lines if x.file == f.file and x.function == f.function]
     title = Text()
     title.append(f.function, style="bold")
@@ -159,7 +171,11 @@ def _function_lines(console: Console, p: Profile, f: FunctionCounts) -> None:
     counted = defaultdict(int, {x.line: x.total for x in lines})
     last = len(source) if source is not None else max(by_line, default=0)
     hot = [n for n in by_line if n <= last] if source is not None else list(by_line)
-    console.print(Text("   line   self  total", style="dim"))
+    tids = tids or []
+    header = "   line   self  total"
+    if tids:
+        header += " " * (BAR_WIDTH + 1) + thread_view.column_header(tids)
+    console.print(Text(header, style="dim"))
     previous_end = 0
     for start, end in _regions(hot, last):
         if previous_end and start > previous_end + 1:
@@ -167,7 +183,14 @@ def _function_lines(console: Console, p: Profile, f: FunctionCounts) -> None:
         for n in range(start, end + 1):
             if source is None and n not in by_line:
                 continue
-            console.print(_line_row(p, n, by_line.get(n), counted[n], source))
+            row = _line_row(p, n, by_line.get(n), counted[n], source if not tids else None)
+            if tids:
+                # Per-thread columns go before the source text, which may be long.
+                row.truncate(8 + 14 + BAR_WIDTH + 1, pad=True)
+                row.append(thread_view.line_columns(p, tids, f.file, f.function, n))
+                if source is not None:
+                    row.append(" " + source[n - 1])
+            console.print(row)
         previous_end = end
     console.print()
 

@@ -60,9 +60,10 @@ Jitter
 
 Ring buffers
     ``2**n`` data pages + 1 header page, sized for ~0.1 s of samples at ``rate_hz`` with full
-    stacks (2 MiB at 1000 Hz and 16 KiB, 512 KiB at 200 Hz; between 64 KiB and 4 MiB); halved
-    while the kernel refuses the locked memory (``EPERM``: ``perf_event_mlock_kb`` per CPU plus
-    ``RLIMIT_MEMLOCK`` for unprivileged users).  A CPU runs one thread at a time and the task
+    stacks (2 MiB at 1000 Hz and 16 KiB), at least 1 MiB for the switch records of busy thread
+    pools, at most 4 MiB; halved (down to 64 KiB) while the kernel refuses the locked memory
+    (``EPERM``: ``perf_event_mlock_kb`` per CPU plus ``RLIMIT_MEMLOCK`` for unprivileged
+    users).  A CPU runs one thread at a time and the task
     clock only ticks while a monitored thread runs, so one CPU's buffer receives at most
     ``rate_hz`` samples a second.  The drain reads ``data_head``, parses ``[data_tail,
     data_head)`` in place (copying out only the stacks, and the one record that straddles the
@@ -183,7 +184,11 @@ _JITTER = 0.10  # period drawn uniformly in [1 - _JITTER, 1 + _JITTER] x nominal
 _JITTER_MIN_PERIODS = 50  # nominal periods between two redraws (the ioctl restarts the count)
 _REORDER_SLACK_NS = 2_000_000  # records younger than (drain start - slack) may still be in flight
 _RING_SECONDS = 0.1  # ring buffer capacity, in seconds of samples at rate_hz
-_RING_MIN_PAGES = 16
+_RING_MIN_PAGES = 16  # the floor when the kernel refuses locked memory
+# Where sizing starts (1 MiB per CPU, if the kernel allows it): besides samples, the ring takes
+# context-switch records, and a thread pool that blocks and wakes thousands of times a second
+# (OpenMP with more threads than CPUs) overflowed 256 KiB while the controller waited for a CPU.
+_RING_START_PAGES = 256
 _RING_MAX_PAGES = 1024
 _MIN_PERIOD_NS = 10_000  # the kernel's floor for hrtimer-based software events
 _SAMPLE_OVERHEAD = 128  # bytes of a sample record besides the stack copy (rounded up)
@@ -223,6 +228,7 @@ def parse_records(
     forks: set[int] | None = None,
     start: int = 0,
     stop: int | None = None,
+    tally: list[int] | None = None,
 ) -> int:
     """Decode the perf records laid end to end in ``buf[start:stop]``.
 
@@ -232,6 +238,13 @@ def parse_records(
     their header size.  Returns the offset just past the last whole record, which is ``stop``
     unless the range ends inside a record (or at a malformed header).  ``buf`` may be a view
     of the live ring: stacks are copied out, nothing keeps a reference into it.
+
+    A ``PERF_RECORD_LOST`` counts lost records of every type, and a thread pool that blocks and
+    wakes thousands of times a second fills the ring with switch records (8 OpenMP threads on
+    2 CPUs: ~15k switches/s against ~50 samples/s). Given a ``tally`` (``[samples, other
+    records]`` decoded from this ring so far, updated here), its count is turned into an
+    estimate of lost *samples*: scaled by the share of samples among the ring's records. Without
+    one, the count is passed on as it is.
     """
     end = len(buf) if stop is None else stop
     off = start
@@ -241,11 +254,14 @@ def parse_records(
     u64 = _U64.unpack_from
     sample_id = _SAMPLE_ID.unpack_from
     append = out.append
+    samples = others = 0
+    lost_at: list[tuple[int, int]] = []  # (index in out, lost record count)
     while off + 8 <= end:
         rtype, misc, size = header(buf, off)
         if size < 8 or off + size > end:
             break
         if rtype == PERF_RECORD_SAMPLE:
+            samples += 1
             if size < 40:
                 off += size  # malformed: too short for what we asked for
                 continue
@@ -272,6 +288,7 @@ def parse_records(
             switches.append((t, tid, kind))
         elif rtype == PERF_RECORD_LOST and size >= 24:
             _id, lost = _U64_PAIR.unpack_from(buf, off + 8)
+            lost_at.append((len(out), lost))
             append(LostSamples(lost))
             t = sample_id(buf, off + size - 16)[2] if size >= 40 else 0
             switches.append((t, -1, RECORDS_LOST))
@@ -282,7 +299,18 @@ def parse_records(
             switches.append((t, tid, THREAD_EXIT))
         elif rtype == PERF_RECORD_FORK and forks is not None and size >= 32:
             forks.add(_TASK_RECORD.unpack_from(buf, off + 8)[2])
+        if rtype not in (PERF_RECORD_SAMPLE, PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES):
+            others += 1
         off += size
+    if tally is not None:
+        tally[0] += samples
+        tally[1] += others
+        samples, others = tally
+    else:
+        lost_at = []
+    if samples + others:
+        for index, lost in lost_at:
+            out[index] = LostSamples(-(-lost * samples // (samples + others)))
     return off
 
 
@@ -366,6 +394,8 @@ class RingReader:
             raise ValueError(f"bad perf ring layout: data_offset={offset} data_size={size}")
         self._size: int = size
         self._view: memoryview | None = memoryview(buf)[offset : offset + size]
+        # [samples, other records] decoded so far; when set, losses become sample estimates
+        self.tally: list[int] | None = None
 
     @property
     def data_size(self) -> int:
@@ -395,10 +425,10 @@ class RingReader:
         stop = start + avail
         # ... then the data, in place ...
         if stop <= size:
-            parse_records(view, out, switches, forks, start, stop)
+            parse_records(view, out, switches, forks, start, stop, self.tally)
         else:
             stop -= size
-            cut = parse_records(view, out, switches, forks, start, size)
+            cut = parse_records(view, out, switches, forks, start, size, self.tally)
             if cut < size:  # one record straddles the end: stitch it together
                 piece = view[cut:size].tobytes()
                 if len(piece) < 8:
@@ -407,10 +437,10 @@ class RingReader:
                 rest = rsize - (size - cut)
                 if rsize >= 8 and 0 <= rest <= stop:
                     record = view[cut:size].tobytes() + view[:rest].tobytes()
-                    parse_records(record, out, switches, forks)
-                    parse_records(view, out, switches, forks, rest, stop)
+                    parse_records(record, out, switches, forks, tally=self.tally)
+                    parse_records(view, out, switches, forks, rest, stop, self.tally)
             else:
-                parse_records(view, out, switches, forks, 0, stop)
+                parse_records(view, out, switches, forks, 0, stop, self.tally)
         self._tail.value = head  # ... then hand the space back
         return avail
 
@@ -593,7 +623,7 @@ def _unavailable(err: int, pid: int, what: str = "perf_event_open") -> SamplerUn
 
 def _ring_pages(rate_hz: float, stack_bytes: int) -> int:
     need = rate_hz * (stack_bytes + _SAMPLE_OVERHEAD) * _RING_SECONDS / mmap.PAGESIZE
-    pages = _RING_MIN_PAGES
+    pages = _RING_START_PAGES
     while pages < need and pages < _RING_MAX_PAGES:
         pages *= 2
     return pages
@@ -608,6 +638,7 @@ class _Ring:
         self.fd = fd
         self.mm = mm
         self.reader = RingReader(mm)
+        self.reader.tally = [0, 0]  # report lost records as estimated lost samples
         self.tid = tid  # the thread it belongs to (per-thread design), else -1
 
     def close(self) -> None:

@@ -11,7 +11,9 @@ so ``<locals>`` is ``_3clocals_3e``. Since ``_`` itself is not escaped, an escap
 when it yields a character Numba would have escaped.
 
 Wrappers: ``_ZN7cpython<rest>`` is the CPython-callable wrapper of ``_ZN<rest>``
-(``itanium_mangler.prepend_namespace``), ``cfunc.<mangled>`` the C-callable one. Other names
+(``itanium_mangler.prepend_namespace``), ``cfunc.<mangled>`` the C-callable one,
+``__gufunc__.<mangled>`` and ``__ufunc__.<mangled>`` the loops around a gufunc or parfor body
+and a ufunc kernel. Other names
 (``NRT_incref``, ``nrt_atomic_add``, ...) are plain C names and kept as they are.
 
 ``display_name`` costs ~10-20 us per name; the symboliser calls it once per function.

@@ -19,7 +19,9 @@ Numba-mangled name); Numba's CPython/C wrappers and its runtime's C-named helper
 nothing else names the sample. ``jit_pc`` is the pc of the innermost JIT frame; when that frame
 was found by scanning (it is stopped in a call), the address of the call instruction.
 
-Kind: NUMBA if any JIT frame was found, else by the mapping of the innermost pc (libpython or
+Kind: IDLE if the innermost pc is in a thread pool's library (libgomp, libtbb, Numba's threading
+layers: spinning for work or at a barrier, see :mod:`profila.symbols.waiting`), whatever called
+it; else NUMBA if any JIT frame was found, else by the mapping of the innermost pc (libpython or
 the python executable: PYTHON; libllvmlite: COMPILE; another file: NATIVE; unknown anonymous
 code: refresh the JIT list once, retry, then BAD). Never raises for a bad sample.
 
@@ -59,6 +61,7 @@ from profila.symbols.unwind import (
     call_length,
     step,
 )
+from profila.symbols.waiting import is_pool_wait_library
 
 UNKNOWN_FILE = "<unknown>"
 
@@ -267,6 +270,8 @@ class Symboliser:
                 kind = SampleKind.PYTHON
             elif base.startswith("libllvmlite"):
                 kind = SampleKind.COMPILE
+            elif is_pool_wait_library(m.path):
+                kind = SampleKind.IDLE  # a thread pool spinning for work (symbols/waiting.py)
             elif m.executable:
                 kind = SampleKind.NATIVE
             else:
@@ -338,9 +343,12 @@ class Symboliser:
         """Whether a walk from a scanned return address ended where real stacks end."""
         if regs is None:
             return clean
-        # No re-read of the maps here: a real caller's library has long been mapped, and
-        # garbage values must not make every sample pay for a re-read.
-        m = self._maps.lookup(regs.pc)
+        # Usually a real caller's library has long been mapped. Not always: Numba loads its
+        # threading layer (numba/np/ufunc/workqueue*.so) at the first parallel launch, and a
+        # worker's JIT frames are called from it. So a pc outside the table re-reads the maps,
+        # which MemoryMaps.find rate-limits (and remembers unmapped pages), so that garbage
+        # values cannot make every sample pay for a re-read.
+        m = self._maps.lookup(regs.pc) or self._maps.find(regs.pc)
         return m is not None and m.executable and (m.file_backed or m.path == "[vdso]")
 
     # -- the per-sample entry point ------------------------------------------------------
@@ -375,6 +383,10 @@ class Symboliser:
                 self.refresh()
                 if self.object_at(raw.ip) is None:
                     kind = SampleKind.BAD
+        if kind is SampleKind.IDLE:
+            # Waiting in a thread pool: idle whatever called it (the prange line's caller must
+            # not be charged for the barrier wait).
+            return Sample(raw.tid, kind)
         if kind is None:
             frames, jit_pc, _, _ = self._unwind_jit(regs, stack, base, innermost=True)
             if jit_pc is not None:
