@@ -19,6 +19,7 @@ from rich.text import Text
 from profila.asm import AsmFunction, AsmInstruction
 from profila.model import Profile
 from profila.render.paths import display_path
+from profila.render.regions import heat, hot_regions
 
 CONTEXT = 4  # instructions shown around each hot instruction
 TOP = 3  # functions shown when none is named
@@ -81,29 +82,6 @@ def _share(count: int, total: int) -> str:
     return f"{100.0 * count / total:5.1f}%" if total else "  0.0%"
 
 
-def _heat(count: int, total: int) -> str:
-    fraction = count / total if total else 0.0
-    if fraction >= 0.20:
-        return "bold red"
-    if fraction >= 0.05:
-        return "yellow"
-    if fraction > 0:
-        return "green"
-    return "dim"
-
-
-def _regions(hot: list[int], last: int, context: int) -> list[tuple[int, int]]:
-    """Index ranges covering the hot indices with ``context`` around, merged when they touch."""
-    regions: list[tuple[int, int]] = []
-    for i in sorted(hot):
-        start, end = max(0, i - context), min(last, i + context)
-        if regions and start <= regions[-1][1] + 1:
-            regions[-1] = (regions[-1][0], max(end, regions[-1][1]))
-        else:
-            regions.append((start, end))
-    return regions
-
-
 class _Sources:
     """Source text by file, only when the file is as it was at the run (else numbers only)."""
 
@@ -150,7 +128,7 @@ def _function(console: Console, p: Profile, r: AsmFunction, whole: bool, sources
         regions = [(0, last)] if instructions else []
     else:
         hot = [i for i, insn in enumerate(instructions) if r.counts.get(insn.address)]
-        regions = _regions(hot, last, CONTEXT)
+        regions = hot_regions(hot, 0, last, CONTEXT)
     console.print(Text("  samples      %   offset  instruction", style="dim"))
     previous_end = -1
     for start, end in regions:
@@ -189,12 +167,12 @@ def _row(insn: AsmInstruction, r: AsmFunction, total: int) -> Text:
     count = r.counts.get(insn.address, 0)
     row = Text()
     if count:
-        style = _heat(count, total)
+        style = heat(count, total)
         row.append(f"  {count:7d} {_share(count, total)}", style=style)
     else:
         row.append(" " * 16)
     row.append(f"  {f'+{insn.address - r.start:#x}':>7}  ", style="dim")
-    row.append(insn.text, style=_heat(count, total) if count else "")
+    row.append(insn.text, style=heat(count, total) if count else "")
     return row
 
 

@@ -7,7 +7,7 @@ piece of text from the profile or the sources is escaped.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 from profila import __version__
 from profila.model import SAMPLE_CLASSES, FunctionCounts, LineCounts, Profile
 from profila.render.paths import display_path
+from profila.render.regions import hot_regions
 from profila.sources import read_source
 
 CONTEXT = 2  # lines shown around hot lines; longer cold stretches are folded
@@ -157,17 +158,6 @@ def _heat(count: int, total: int) -> str:
     return f' style="background:hsl(5,80%,{lightness}%)"'
 
 
-def _regions(hot: Iterable[int], last: int) -> list[tuple[int, int]]:
-    regions: list[tuple[int, int]] = []
-    for line in sorted(hot):
-        start, end = max(1, line - CONTEXT), min(last, line + CONTEXT)
-        if regions and start <= regions[-1][1] + 1:
-            regions[-1] = (regions[-1][0], max(end, regions[-1][1]))
-        else:
-            regions.append((start, end))
-    return regions
-
-
 def _function_section(
     p: Profile,
     f: FunctionCounts,
@@ -206,7 +196,7 @@ def _source_view(p: Profile, f: FunctionCounts, hottest: LineCounts | None) -> l
         '<span class="s">self</span><span class="t">total</span><span title="dark: self, '
         'light: total, as shares of running samples">bar</span><span>source</span></div>'
     )
-    regions = _regions([n for n in by_line if n <= last], last)
+    regions = hot_regions([n for n in by_line if n <= last], 1, last, CONTEXT)
     previous_end = regions[0][0] - 1 if regions else 0
     for start, end in regions:
         if source is not None and start > previous_end + 1:
@@ -312,7 +302,7 @@ def _asm_view(p: Profile, entries: list[Any], source_file: str | None = None) ->
             )
         hot = [i + 1 for i, (count, _) in enumerate(rows) if count]
         shown_until = 0
-        for start, end in _regions(hot or [1], len(rows)) if rows else []:
+        for start, end in hot_regions(hot or [1], 1, len(rows), CONTEXT) if rows else []:
             if start > shown_until + 1:
                 out.append(_fold([r for _, r in rows[shown_until : start - 1]]))
             out.extend(r for _, r in rows[start - 1 : end])

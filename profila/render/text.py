@@ -20,6 +20,7 @@ from rich.text import Text
 from profila.model import SAMPLE_CLASSES, FunctionCounts, LineCounts, Profile
 from profila.render import threads as thread_view
 from profila.render.paths import display_path
+from profila.render.regions import heat, hot_regions
 
 CONTEXT = 2  # lines shown around hot lines
 BAR_WIDTH = 10
@@ -113,33 +114,10 @@ def _function_table(console: Console, p: Profile) -> None:
     console.print()
 
 
-def _heat(count: int, total: int) -> str:
-    fraction = count / total if total else 0.0
-    if fraction >= 0.20:
-        return "bold red"
-    if fraction >= 0.05:
-        return "yellow"
-    if fraction > 0:
-        return "green"
-    return "dim"
-
-
 def _bar(count: int, total: int) -> str:
     eighths = round(BAR_WIDTH * 8 * count / total) if total else 0
     full, part = divmod(eighths, 8)
     return ("█" * full + (_EIGHTHS[part] if part else "")).ljust(BAR_WIDTH)
-
-
-def _regions(hot: list[int], last_line: int) -> list[tuple[int, int]]:
-    """Line ranges covering the hot lines with CONTEXT lines around, merged when they touch."""
-    regions: list[tuple[int, int]] = []
-    for line in sorted(hot):
-        start, end = max(1, line - CONTEXT), min(last_line, line + CONTEXT)
-        if regions and start <= regions[-1][1] + 1:
-            regions[-1] = (regions[-1][0], max(end, regions[-1][1]))
-        else:
-            regions.append((start, end))
-    return regions
 
 
 def _source_lines(p: Profile, path: str) -> tuple[list[str] | None, str | None]:
@@ -177,7 +155,7 @@ def _function_lines(
         header += " " * (BAR_WIDTH + 1) + thread_view.column_header(tids)
     console.print(Text(header, style="dim"))
     previous_end = 0
-    for start, end in _regions(hot, last):
+    for start, end in hot_regions(hot, 1, last, CONTEXT):
         if previous_end and start > previous_end + 1:
             console.print(Text("      ⋮", style="dim"))
         for n in range(start, end + 1):
@@ -203,10 +181,10 @@ def _line_row(
     if counts is None:
         row.append(" " * 14 + " " * BAR_WIDTH + " ")
     else:
-        style = _heat(counts.self, p.running)
+        style = heat(counts.self, p.running)
         row.append(share(counts.self, p.running), style=style)
         row.append(" ")
-        row.append(share(total, p.running), style=_heat(total, p.running))
+        row.append(share(total, p.running), style=heat(total, p.running))
         row.append(" ")
         row.append(_bar(total, p.running), style=style)
     if source is not None:
