@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from profila.symbols import parfor
+
 if TYPE_CHECKING:
     from profila.symbols.jitobject import JitFunction
     from profila.symbols.symboliser import Symboliser
@@ -222,10 +224,13 @@ def disassemble(
             # capstone stops at bytes it cannot decode: show one and go on after it.
             out.append(_instruction(fn.start + offset, f".byte {code[offset]:#04x}", fn))
             offset += 1
+    file = _file(fn, out)
+    first_line = next((i.line for i in out if i.file == file and i.line), 0)
     return AsmFunction(
         name=fn.name,
-        display_name=fn.display_name,
-        file=_file(fn, out),
+        # A parfor body without a subprogram of its own is named from its instructions' lines.
+        display_name=parfor.readable(fn.display_name, file, first_line),
+        file=file,
         line=fn.line,
         start=fn.start,
         end=fn.end,

@@ -33,6 +33,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from profila.symbols import parfor
 from profila.symbols.cfi import CfiRow, FrameTable, parse_frames
 from profila.symbols.debuginfo import DebugInfo, load_debug_info
 from profila.symbols.demangle import display_name, is_wrapper
@@ -303,6 +304,8 @@ class JitObject:
                     file, line = sub.file, sub.line
                     if sub.name and not is_wrapper(sym.name):
                         name = sub.name
+            if file is not None:  # else its frames are named from their own lines
+                name = parfor.readable(name, file, line)
             out.append(
                 JitFunction(
                     sym.name,
@@ -360,7 +363,8 @@ class JitObject:
         if self.debug is None:
             return ()
         fn = self.function_at(pc)
-        return self.debug.frames(pc, fn.display_name if fn is not None else "")
+        frames = self.debug.frames(pc, fn.display_name if fn is not None else "")
+        return tuple(parfor.readable_frame(f) for f in frames)
 
     def cfi_row(self, pc: int) -> CfiRow | None:
         return self.frames_table.row(pc)

@@ -19,6 +19,7 @@ from .conftest import EXAMPLES, Run, profila
 
 PARALLEL = EXAMPLES / "parallel"
 HOT_BODY = PARALLEL / "hot_body.py"
+KERNEL = "kernel"  # the @njit(parallel=True) function of hot_body.py
 IMBALANCED = PARALLEL / "imbalanced.py"
 TWO_THREADS = PARALLEL / "two_threads.py"
 
@@ -73,7 +74,8 @@ def test_prange_body_line_gets_the_work(tmp_path: Path, layer: str, sampler: str
     env = {"NUMBA_THREADING_LAYER": layer, "NUMBA_NUM_THREADS": "2"}
     run = run_ok(tmp_path, str(HOT_BODY), "1.5", env=env, sampler=sampler)
     assert run.profile is not None
-    hot = run.line_number(HOT_BODY, line_of(HOT_BODY, "# hot:"))
+    hot_line = line_of(HOT_BODY, "# hot:")
+    hot = run.line_number(HOT_BODY, hot_line)
     prange = run.line_number(HOT_BODY, line_of(HOT_BODY, "for i in prange("))
     assert hot["self"] > 3 * prange["total"], (hot, prange)
     assert hot["self"] > 0.5 * run.profile["samples"]["numba"]
@@ -83,6 +85,9 @@ def test_prange_body_line_gets_the_work(tmp_path: Path, layer: str, sampler: str
     assert prange["total"] == prange["self"]
     text = run.stdout.decode()
     assert "Samples per thread" in text and "Parallel efficiency" in text
+    # The body is named after the function holding the prange, the same in every run.
+    hot_function = {x["function"] for x in run.profile["lines"] if x["line"] == hot_line}
+    assert hot_function == {f"{KERNEL} [prange body]"}, hot_function
 
 
 def test_one_thread_does_all_the_work(tmp_path: Path) -> None:
