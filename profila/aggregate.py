@@ -72,28 +72,28 @@ class Aggregator:
         for frame in sample.frames:
             if frame.file not in self._sources:
                 self._sources[frame.file] = fingerprint(frame.file)
-        self._add_thread_lines(sample)
-        if time_ns is not None:
-            self.busy.add(time_ns, sample.tid, {(f.file, f.function) for f in sample.frames})
         innermost = sample.frames[0]
-        self.line_self[(innermost.file, innermost.line, innermost.function)] += 1
-        self.function_self[(innermost.file, innermost.function)] += 1
+        first = (innermost.file, innermost.line, innermost.function)
         # Recursion and repeated inlining put a line on the stack more than once: count it once.
-        for key in {(f.file, f.line, f.function) for f in sample.frames}:
+        line_keys = {(f.file, f.line, f.function) for f in sample.frames}
+        function_keys = {(f.file, f.function) for f in sample.frames}
+        self.line_self[first] += 1
+        self.function_self[(innermost.file, innermost.function)] += 1
+        for key in line_keys:
             self.line_total[key] += 1
-        for fkey in {(f.file, f.function) for f in sample.frames}:
+        for fkey in function_keys:
             self.function_total[fkey] += 1
+        # Per thread, for the --threads view.
+        self.thread_line_self[(first, sample.tid)] += 1
+        for key in line_keys:
+            self.thread_line_total[(key, sample.tid)] += 1
+        if time_ns is not None:
+            self.busy.add(time_ns, sample.tid, function_keys)
         stack = sample.frames  # innermost first, as sampled; reversed in the profile
         self.stacks[stack] += 1
         if len(self.stacks) > MAX_STACKS:  # a new stack past the cap: count it as dropped
             del self.stacks[stack]
             self.stacks_dropped += 1
-
-    def _add_thread_lines(self, sample: Sample) -> None:
-        first = sample.frames[0]
-        self.thread_line_self[((first.file, first.line, first.function), sample.tid)] += 1
-        for key in {(f.file, f.line, f.function) for f in sample.frames}:
-            self.thread_line_total[(key, sample.tid)] += 1
 
     def add_idle(self, tid: int, duration_ns: int) -> None:
         """A thread spent ``duration_ns`` blocked or sleeping: idle ticks at the sampling rate."""

@@ -4,9 +4,9 @@ profila stands between the user and their program, so it behaves as if it were n
 
 * Ctrl-C: the terminal sends SIGINT to the whole foreground process group, which the target is
   part of, so the target already has it. profila only keeps waiting for the target to end, then
-  reports what it sampled. A second Ctrl-C makes profila stop waiting: it reports, detaches gdb
-  and leaves the target running untraced, as a shell would leave a program that ignores
-  Ctrl-C (it never kills it).
+  reports what it sampled. A second Ctrl-C makes profila stop waiting: it reports, detaches a
+  sampling gdb and leaves the target running untraced, as a shell would leave a program that
+  ignores Ctrl-C (it never kills it).
 * SIGHUP (the terminal closed) is treated like Ctrl-C, as the shell passed it to the whole job;
   when profila is itself the session leader the kernel told it alone, and it passes it on.
 * SIGTERM sent to profila (``kill PID``, ``timeout``, a container stopping): the target would
