@@ -47,7 +47,9 @@ class Aggregator:
         self._idle_ns: Counter[int] = Counter()
         # Samples per innermost Numba pc, for the assembly view (bounded by the code's size).
         self.jit_pcs: Counter[int] = Counter()
-        self.stacks: Counter[tuple[SourceFrame, ...]] = Counter()
+        # (Numba frames, Python frames), each innermost first as sampled; root first in the
+        # profile. PYTHON samples with Python frames have no Numba frames.
+        self.stacks: Counter[tuple[tuple[SourceFrame, ...], tuple[SourceFrame, ...]]] = Counter()
         self.stacks_dropped = 0
         # Each source file is fingerprinted when its first sample arrives, while the program
         # runs: a file edited later (even by the program itself) is then seen as changed.
@@ -65,6 +67,10 @@ class Aggregator:
             self._idle_samples[sample.tid] += 1
             return
         self.thread_samples[sample.tid] += 1
+        if sample.kind is SampleKind.PYTHON and sample.python_frames:
+            python_stack = ((), sample.python_frames)
+            if python_stack in self.stacks or len(self.stacks) < MAX_STACKS:
+                self.stacks[python_stack] += 1  # past the cap: left in the interpreter's class
         if sample.kind is not SampleKind.NUMBA or not sample.frames:
             return
         if sample.jit_pc is not None:
@@ -89,7 +95,7 @@ class Aggregator:
             self.thread_line_total[(key, sample.tid)] += 1
         if time_ns is not None:
             self.busy.add(time_ns, sample.tid, function_keys)
-        stack = sample.frames  # innermost first, as sampled; reversed in the profile
+        stack = (sample.frames, sample.python_frames)
         self.stacks[stack] += 1
         if len(self.stacks) > MAX_STACKS:  # a new stack past the cap: count it as dropped
             del self.stacks[stack]
@@ -184,12 +190,15 @@ class Aggregator:
         )
 
     def _stacks(self) -> Stacks:
-        index: dict[SourceFrame, int] = {}
-        stacks = [
-            StackCounts(tuple(index.setdefault(f, len(index)) for f in reversed(stack)), count)
-            for stack, count in self.stacks.most_common()
-        ]
-        frames = [StackFrame(f.file, f.line, f.function) for f in index]
+        index: dict[tuple[SourceFrame, str], int] = {}
+        stacks = []
+        for (numba, python), count in self.stacks.most_common():
+            # Root first: the outermost Python frame ... the Python caller, then the Numba
+            # function ... its innermost inlined frame.
+            keys = [(f, "python") for f in reversed(python)]
+            keys += [(f, "numba") for f in reversed(numba)]
+            stacks.append(StackCounts(tuple(index.setdefault(k, len(index)) for k in keys), count))
+        frames = [StackFrame(f.file, f.line, f.function, kind) for f, kind in index]
         return Stacks(frames, stacks, self.stacks_dropped)
 
 

@@ -80,23 +80,27 @@ class SourceFingerprint:
 
 @dataclass(frozen=True, slots=True)
 class StackFrame:
-    """One Numba source location as it appears in ``Stacks.frames`` (real or inlined frame)."""
+    """One source location as it appears in ``Stacks.frames``: a Numba frame (real or inlined)
+    or, with ``kind`` "python", a Python frame calling into Numba code or running Python."""
 
     file: str
     line: int
     function: str
+    kind: str = "numba"  # "numba" or "python"; written to JSON only when "python"
 
 
 @dataclass(frozen=True, slots=True)
 class StackCounts:
     frames: tuple[int, ...]  # indices into Stacks.frames, root (outermost) first
-    count: int  # samples with exactly this Numba stack
+    count: int  # samples with exactly this stack
 
 
 @dataclass(frozen=True)
 class Stacks:
-    """The distinct Numba stacks of the numba-class samples, with counts (bounded: samples
-    whose stack would exceed the cap on distinct stacks are counted in ``dropped``)."""
+    """The distinct stacks of the numba-class samples (Python callers, if read, then Numba
+    frames) and of the python-class samples whose Python frames were read (Python frames
+    only), with counts. Bounded: numba samples whose stack would exceed the cap on distinct
+    stacks are counted in ``dropped``; python samples past it are simply not placed."""
 
     frames: list[StackFrame] = field(default_factory=list)
     stacks: list[StackCounts] = field(default_factory=list)
@@ -206,10 +210,17 @@ def _add_optional_fields(profile: Profile, doc: dict[str, Any]) -> None:
         }
     if profile.stacks is not None:
         doc["stacks"] = {
-            "frames": [asdict(f) for f in profile.stacks.frames],
+            "frames": [_stack_frame_dict(f) for f in profile.stacks.frames],
             "stacks": [{"frames": list(s.frames), "count": s.count} for s in profile.stacks.stacks],
             "dropped": profile.stacks.dropped,
         }
+
+
+def _stack_frame_dict(frame: StackFrame) -> dict[str, Any]:
+    out = asdict(frame)
+    if frame.kind == "numba":
+        del out["kind"]  # the default: stacks written before Python frames look the same
+    return out
 
 
 def _read_optional_fields(doc: dict[str, Any]) -> dict[str, Any]:

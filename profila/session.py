@@ -23,6 +23,8 @@ from profila.model import Profile
 from profila.sampling.gdbstop import GdbStopSampler
 from profila.sampling.perf import PerfSampler, SamplerUnavailable
 from profila.sampling.raw import IdleSpan, LostSamples, RawSample
+from profila.symbols.frames import Sample, SampleKind, SourceFrame
+from profila.symbols.python_stacks import PythonStacks
 from profila.symbols.symboliser import Symboliser
 from profila.target import target_environment
 
@@ -59,6 +61,7 @@ def run(request: RunRequest) -> RunResult:
     started = time.monotonic()
     interrupts = Interrupts(target)  # Ctrl-C and SIGTERM: see profila/interrupts.py
     symboliser: Symboliser | None = None
+    pystacks: PythonStacks | None = None
     try:
         target.release()
         try:
@@ -66,7 +69,8 @@ def run(request: RunRequest) -> RunResult:
             symboliser = Symboliser(target.pid)
         except OSError:
             symboliser = None  # the target is already gone; its samples count as bad
-        _sample_until_exit(target, gdb, sampler, symboliser, aggregator, interrupts)
+        pystacks = _python_stacks(target.pid)
+        _sample_until_exit(target, gdb, sampler, symboliser, aggregator, interrupts, pystacks)
         if target.poll() is None:
             print(
                 f"profila: stopped waiting for the target (pid {target.pid} keeps running, "
@@ -76,8 +80,10 @@ def run(request: RunRequest) -> RunResult:
     finally:
         interrupts.restore()
         duration = time.monotonic() - started
-        _consume(sampler.read(), symboliser, aggregator)
+        _consume(sampler.read(), symboliser, aggregator, pystacks)
         sampler.close()
+        if pystacks is not None:
+            pystacks.close()
         asm = _asm_records(symboliser, aggregator)
         if symboliser is not None:
             symboliser.close()
@@ -144,6 +150,7 @@ def _sample_until_exit(
     symboliser: Symboliser | None,
     aggregator: Aggregator,
     interrupts: Interrupts | None = None,
+    pystacks: PythonStacks | None = None,
 ) -> None:
     next_refresh = 0.0
     # Only a sampling gdb stays attached; with perf, gdb detached before the exec and quit.
@@ -160,7 +167,7 @@ def _sample_until_exit(
             # buffered, then let it go.
             if symboliser is not None:
                 symboliser.refresh()
-            _consume(sampler.read(), symboliser, aggregator)
+            _consume(sampler.read(), symboliser, aggregator, pystacks)
             gdb.release_exit()
             target.wait()
             return
@@ -168,7 +175,7 @@ def _sample_until_exit(
         if symboliser is not None and now >= next_refresh:
             symboliser.refresh()
             next_refresh = now + JIT_REFRESH_S
-        _consume(sampler.read(), symboliser, aggregator)
+        _consume(sampler.read(), symboliser, aggregator, pystacks)
         time.sleep(POLL_S)
 
 
@@ -185,17 +192,52 @@ def _consume(
     records: Iterable[RawSample | IdleSpan | LostSamples],
     symboliser: Symboliser | None,
     aggregator: Aggregator,
+    pystacks: PythonStacks | None = None,
 ) -> None:
+    python = _PythonFrames(pystacks)
     for record in records:
         if isinstance(record, RawSample):
             if symboliser is None:
                 aggregator.add_bad(1, record.tid)
             else:
-                aggregator.add(symboliser.symbolise(record), record.time_ns)
+                aggregator.add(python.attach(symboliser.symbolise(record)), record.time_ns)
         elif isinstance(record, IdleSpan):
             aggregator.add_idle(record.tid, record.end_ns - record.start_ns)
         else:
             aggregator.add_bad(record.count)
+
+
+def _python_stacks(pid: int) -> PythonStacks | None:
+    """The reader of the target's Python stacks, or None (said once) where it cannot work."""
+    try:
+        stacks = PythonStacks(pid)
+    except OSError:
+        return None  # the target is already gone
+    if stacks.unavailable is not None:
+        if sys.version_info[:2] == (3, 11):  # other versions: documented as not supported
+            print(f"profila: no Python frames in the stacks: {stacks.unavailable}", file=sys.stderr)
+        return None
+    return stacks
+
+
+class _PythonFrames:
+    """Python frames for the samples of one drained batch: each thread's stack is read once,
+    when its first NUMBA or PYTHON sample of the batch comes (docs/how-it-works.md says how
+    stale that can be)."""
+
+    def __init__(self, pystacks: PythonStacks | None) -> None:
+        self.pystacks = pystacks
+        self.read: dict[int, tuple[SourceFrame, ...]] = {}
+        if pystacks is not None:
+            pystacks.new_batch()
+
+    def attach(self, sample: Sample) -> Sample:
+        if self.pystacks is None or sample.kind not in (SampleKind.NUMBA, SampleKind.PYTHON):
+            return sample
+        frames = self.read.get(sample.tid)
+        if frames is None:
+            frames = self.read[sample.tid] = self.pystacks.read(sample.tid)
+        return dataclasses.replace(sample, python_frames=frames) if frames else sample
 
 
 def _asm_records(symboliser: Symboliser | None, aggregator: Aggregator) -> list[AsmFunction]:

@@ -1,8 +1,11 @@
 """speedscope's JSON file format: one sampled profile of the Numba stacks plus the other classes.
 
-Each Numba frame (real or inlined) is named by its function and line, stacks are listed root
-first as the format wants. Samples outside Numba code become one-frame stacks named after their
-class, so the flame graph's proportions are the report's shares. Weights are seconds of thread
+Each Numba frame (real or inlined) is named by its function and line, each Python frame by its
+qualified name and line with a "py " prefix; stacks are listed root first as the format wants:
+the Python frames down to the call of the kernel, then the kernel's Numba frames. Samples in the
+interpreter whose Python stack was read are stacks of Python frames; the other samples outside
+Numba code become one-frame stacks named after their class, so the flame graph's proportions
+are the report's shares. Weights are seconds of thread
 time: a sample stands for 1/rate of a thread's time.
 """
 
@@ -30,9 +33,10 @@ _NO_FRAME = "[numba: no source frame]"
 
 
 def frame_name(frame: StackFrame) -> str:
+    name = f"py {frame.function}" if frame.kind == "python" else frame.function
     if frame.line <= 0:
-        return frame.function
-    return f"{frame.function} ({os.path.basename(frame.file)}:{frame.line})"
+        return name
+    return f"{name} ({os.path.basename(frame.file)}:{frame.line})"
 
 
 def render(profile: Profile) -> str:
@@ -53,12 +57,16 @@ def render(profile: Profile) -> str:
         return frame(frame_name(f), f.file, f.line)
 
     stacks: list[tuple[list[int], int]] = []
+    placed_python = 0  # python-class samples already in a stack of Python frames
     if profile.stacks is not None:
         for s in profile.stacks.stacks:
-            stacks.append(([numba_frame(profile.stacks.frames[i]) for i in s.frames], s.count))
+            frames_of = [profile.stacks.frames[i] for i in s.frames]
+            stacks.append(([numba_frame(f) for f in frames_of], s.count))
+            if all(f.kind == "python" for f in frames_of):
+                placed_python += s.count
         if profile.stacks.dropped:
             stacks.append(([frame(_DROPPED)], profile.stacks.dropped))
-        unplaced = profile.samples.get("numba", 0) - sum(c for _, c in stacks)
+        unplaced = profile.samples.get("numba", 0) - (sum(c for _, c in stacks) - placed_python)
         if unplaced > 0:  # Numba samples without any source frame
             stacks.append(([frame(_NO_FRAME)], unplaced))
     else:
@@ -67,7 +75,7 @@ def render(profile: Profile) -> str:
             if x.self:
                 stacks.append(([numba_frame(StackFrame(x.file, x.line, x.function))], x.self))
     for cls, name in _CLASS_FRAMES.items():
-        count = profile.samples.get(cls, 0)
+        count = profile.samples.get(cls, 0) - (placed_python if cls == "python" else 0)
         if count:
             stacks.append(([frame(name)], count))
 

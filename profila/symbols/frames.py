@@ -33,9 +33,13 @@ class Sample:
     ``frames`` holds the Numba source frames on the stack, innermost first, inlined frames
     included; it is empty unless ``kind`` is NUMBA. ``jit_pc`` is the program counter inside
     the innermost Numba-compiled function (for the per-instruction view), or None.
+    ``python_frames`` holds the thread's Python frames (file, line, qualified name), innermost
+    first: the callers of the Numba frames, or the Python code being run (see
+    profila/symbols/python_stacks.py); empty when not read.
     """
 
     tid: int
     kind: SampleKind
     frames: tuple[SourceFrame, ...] = ()
     jit_pc: int | None = None
+    python_frames: tuple[SourceFrame, ...] = ()
