@@ -27,6 +27,7 @@ import os
 import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
@@ -480,17 +481,24 @@ def layout() -> Layout:
 
 
 class PythonStacks:
-    """Python stacks of the threads of process ``pid``, innermost frame first."""
+    """Python stacks of the threads of process ``pid``, innermost frame first.
+
+    Made right after the target's exec, before the dynamic loader may have mapped libpython:
+    the file holding ``_PyRuntime`` is looked for in the target's maps at each batch (at most
+    every RETRY_S) until it is there."""
+
+    RETRY_S = 0.05
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.unavailable: str | None = None  # why no Python frames are read, if so
+        self._layout: Layout | None = None
         self._reader: _StackReader | None = None
         self._mem: ProcessMemory | None = None
+        self._next_look = 0.0
         try:
-            lay = layout()
+            self._layout = layout()
             self._mem = ProcessMemory(pid)
-            self._reader = _StackReader(lay, self._mem, runtime_address(lay, pid))
         except (ProbeFailed, OSError) as exc:
             self.unavailable = str(exc)
             self.close()
@@ -498,11 +506,21 @@ class PythonStacks:
 
     @property
     def available(self) -> bool:
-        return self._reader is not None
+        return self._mem is not None
 
     def new_batch(self) -> None:
         """Forget the thread list: threads may have started or ended since the last batch."""
         self._states = None
+        if self._reader is None and self._mem is not None and self._layout is not None:
+            now = time.monotonic()
+            if now < self._next_look:
+                return
+            self._next_look = now + self.RETRY_S
+            try:
+                runtime = runtime_address(self._layout, self.pid)
+            except (ProbeFailed, OSError):
+                return  # not mapped yet (or the process is gone)
+            self._reader = _StackReader(self._layout, self._mem, runtime)
 
     def read(self, tid: int) -> tuple[SourceFrame, ...]:
         if self._reader is None:
@@ -520,4 +538,3 @@ class PythonStacks:
             self._mem.close()
             self._mem = None
         self._reader = None
-

@@ -94,6 +94,7 @@ def test_a_parked_threads_stack_is_read_innermost_first() -> None:
         stacks = PythonStacks(os.getpid())
         assert stacks.available, stacks.unavailable
         assert thread.native_id is not None
+        stacks.new_batch()
         frames = stacks.read(thread.native_id)
         stacks.close()
     finally:
