@@ -85,9 +85,7 @@ def one_run(with_python: bool) -> tuple[float, int]:
         session._python_stacks = lambda pid: None  # type: ignore[assignment]
     try:
         cpu = time.process_time()
-        result = session.run(
-            session.RunRequest([str(TARGET)], rate_hz=1000.0, gdb_path="gdb")
-        )
+        result = session.run(session.RunRequest([str(TARGET)], rate_hz=1000.0, gdb_path="gdb"))
         cpu = time.process_time() - cpu
     finally:
         session._python_stacks = original  # type: ignore[assignment]
@@ -111,14 +109,19 @@ def main() -> None:
             READS.clear()
             seconds, samples = one_run(with_python)
             cpu[with_python].append(seconds / max(samples, 1))
-            print(f"  python frames {'on ' if with_python else 'off'}: controller CPU "
-                  f"{seconds:.3f} s for {samples} running samples; {len(READS)} stack reads "
-                  f"took {sum(READS) * 1e3:.1f} ms ({sum(READS) / max(samples, 1) * 1e6:.1f} us "
-                  f"per running sample; median read "
-                  f"{statistics.median(READS or [0]) * 1e6:.0f} us)", flush=True)
+            print(
+                f"  python frames {'on ' if with_python else 'off'}: controller CPU "
+                f"{seconds:.3f} s for {samples} running samples; {len(READS)} stack reads "
+                f"took {sum(READS) * 1e3:.1f} ms ({sum(READS) / max(samples, 1) * 1e6:.1f} us "
+                f"per running sample; median read "
+                f"{statistics.median(READS or [0]) * 1e6:.0f} us)",
+                flush=True,
+            )
     on, off = statistics.median(cpu[True]), statistics.median(cpu[False])
-    print(f"controller CPU per running sample (median of {args.rounds}): "
-          f"off {off * 1e6:.0f} us, on {on * 1e6:.0f} us, difference {(on - off) * 1e6:+.0f} us")
+    print(
+        f"controller CPU per running sample (median of {args.rounds}): "
+        f"off {off * 1e6:.0f} us, on {on * 1e6:.0f} us, difference {(on - off) * 1e6:+.0f} us"
+    )
 
 
 if __name__ == "__main__":

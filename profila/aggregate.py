@@ -48,8 +48,10 @@ class Aggregator:
         # Samples per innermost Numba pc, for the assembly view (bounded by the code's size).
         self.jit_pcs: Counter[int] = Counter()
         # (Numba frames, Python frames), each innermost first as sampled; root first in the
-        # profile. PYTHON samples with Python frames have no Numba frames.
+        # profile. The Python-only stacks of PYTHON samples are kept apart, under a cap of their
+        # own, so that a long stretch of pure Python cannot use up the Numba stacks' room.
         self.stacks: Counter[tuple[tuple[SourceFrame, ...], tuple[SourceFrame, ...]]] = Counter()
+        self.python_stacks: Counter[tuple[SourceFrame, ...]] = Counter()
         self.stacks_dropped = 0
         # Each source file is fingerprinted when its first sample arrives, while the program
         # runs: a file edited later (even by the program itself) is then seen as changed.
@@ -68,9 +70,9 @@ class Aggregator:
             return
         self.thread_samples[sample.tid] += 1
         if sample.kind is SampleKind.PYTHON and sample.python_frames:
-            python_stack = ((), sample.python_frames)
-            if python_stack in self.stacks or len(self.stacks) < MAX_STACKS:
-                self.stacks[python_stack] += 1  # past the cap: left in the interpreter's class
+            python_stack = sample.python_frames
+            if python_stack in self.python_stacks or len(self.python_stacks) < MAX_STACKS:
+                self.python_stacks[python_stack] += 1  # past the cap: not placed in a stack
         if sample.kind is not SampleKind.NUMBA or not sample.frames:
             return
         if sample.jit_pc is not None:
@@ -192,7 +194,8 @@ class Aggregator:
     def _stacks(self) -> Stacks:
         index: dict[tuple[SourceFrame, str], int] = {}
         stacks = []
-        for (numba, python), count in self.stacks.most_common():
+        every = self.stacks + Counter({((), p): n for p, n in self.python_stacks.items()})
+        for (numba, python), count in every.most_common():
             # Root first: the outermost Python frame ... the Python caller, then the Numba
             # function ... its innermost inlined frame.
             keys = [(f, "python") for f in reversed(python)]

@@ -291,10 +291,11 @@ def discover_layout() -> Layout:
         finally:
             os.close(fd)
         code, other = _probe_code(4242), _probe_code(7777)
-        co_firstlineno = _find_word(mem, id(code), 184, code.co_firstlineno, 4)
+        # The code type's fixed part ends where the bytecode starts (co_code_adaptive).
+        co_code = type(code).__basicsize__
+        co_firstlineno = _find_word(mem, id(code), co_code, code.co_firstlineno, 4)
         if mem.read(id(other) + co_firstlineno, 4) != _I32.pack(other.co_firstlineno):
             raise ProbeFailed("co_firstlineno not at one offset")
-        co_code = type(code).__basicsize__
         if mem.read(id(code) + co_code, len(code.co_code)) != code.co_code:
             raise ProbeFailed("the bytecode does not follow the code object's fixed part")
         lay = Layout(
@@ -317,6 +318,7 @@ def discover_layout() -> Layout:
             bytes_size=_find_word(mem, id(_PROBE_BYTES), 32, len(_PROBE_BYTES)),
             bytes_data=bytes.__basicsize__ - 1,
             str_length=_find_word(mem, id(_PROBE_STR), 32, len(_PROBE_STR)),
+            # state follows length and hash; _check decodes file names through it
             str_state=_find_word(mem, id(_PROBE_STR), 32, len(_PROBE_STR)) + 2 * _PTR,
             str_ascii_data=sys.getsizeof("") - 1,
             str_compact_data=sys.getsizeof("\u00e9") - 2,
@@ -424,11 +426,12 @@ class _StackReader:
     def _code(self, code: int) -> tuple[bytes, str, str, LineTable]:
         lay, mem = self.lay, self.mem
         head = mem.read(code, self._code_span)
-        key = head[lay.co_filename : lay.co_filename + _PTR] + head[
-            lay.co_qualname : lay.co_qualname + _PTR
-        ] + head[lay.co_linetable : lay.co_linetable + _PTR] + head[
-            lay.co_firstlineno : lay.co_firstlineno + 4
-        ]
+        key = (
+            head[lay.co_filename : lay.co_filename + _PTR]
+            + head[lay.co_qualname : lay.co_qualname + _PTR]
+            + head[lay.co_linetable : lay.co_linetable + _PTR]
+            + head[lay.co_firstlineno : lay.co_firstlineno + 4]
+        )
         cached = self._codes.get(code)
         if cached is not None and cached[0] == key:
             return cached

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from profila import aggregate
 from profila.aggregate import Aggregator
 from profila.model import Profile
 from profila.render import speedscope
@@ -188,3 +189,23 @@ def test_speedscope_marks_python_frames_and_keeps_class_weights() -> None:
         "py main (x.py:30) > py hot (x.py:40)": 1,
         "[python interpreter]": 1,
     }
+
+
+def test_python_only_stacks_do_not_use_up_the_numba_stacks_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Distinct pure-Python stacks past the cap are not placed, and leave the Numba stacks'
+    room alone: a new Numba stack after them is kept, none dropped."""
+    monkeypatch.setattr(aggregate, "MAX_STACKS", 2)
+    python = [
+        Sample(1, SampleKind.PYTHON, python_frames=(SourceFrame("/s/x.py", n, "f"),))
+        for n in (1, 1, 1, 2, 3, 4)
+    ]
+    numba = [
+        Sample(1, SampleKind.NUMBA, (KERNEL,), python_frames=(RUN,)),
+        Sample(1, SampleKind.NUMBA, (INLINED,)),
+    ]
+    p = profile_of(python + numba)
+    assert p.stacks is not None and p.stacks.dropped == 0
+    # Numba: two stacks of 1; Python: x.py:1 three times and x.py:2 once, 3 and 4 not placed.
+    assert sorted(s.count for s in p.stacks.stacks) == [1, 1, 1, 3]
