@@ -54,12 +54,14 @@ def test_kernel_stacks_start_at_main_and_run(stacks: list[tuple[list[str], float
 
 
 def test_pure_python_hot_function_has_a_stack(stacks: list[tuple[list[str], float]]) -> None:
-    """python_hot, called by main, is a Python-only stack whose weight is a good part of the
-    0.6 s it runs for."""
+    """python_hot, called by main, is a Python-only stack; it runs for 0.6 s against the
+    kernel loop's 1 s (part of which compiles), so its weight is a good part of the kernel's
+    (a ratio, so that a loaded machine slowing both does not matter)."""
     caller = f"py main (python_callers.py:{line_of('python_hot(0.6)')})"
     hot = sum(
         w
         for s, w in stacks
         if len(s) >= 2 and s[-2] == caller and s[-1].startswith("py python_hot (")
     )
-    assert hot > 0.2, stacks
+    kernel = sum(w for s, w in stacks if any(n.startswith("kernel (python_c") for n in s))
+    assert hot > 0.3 * kernel > 0, stacks
