@@ -140,7 +140,12 @@ def tracer_in_the_way(profila_pid: int, started: Path) -> Iterator[subprocess.Po
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    kids = [p for p in descendants(profila_pid) if comm(p) not in ("gdb", "sleep")]
+    # The fake gdb's own children (touch, sleep) come and go: wait until only the child is left.
+    while True:
+        kids = [p for p in descendants(profila_pid) if comm(p) not in ("gdb", "sleep", "touch")]
+        if len(kids) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert len(kids) == 1, [(p, comm(p)) for p in kids]
     child = kids[0]
     assert child is not None, "profila never forked its target"
