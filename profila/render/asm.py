@@ -18,8 +18,8 @@ from rich.text import Text
 
 from profila.asm import AsmFunction, AsmInstruction
 from profila.model import Profile
+from profila.render.common import heat, hot_regions, new_console, share
 from profila.render.paths import display_path
-from profila.render.regions import heat, hot_regions
 
 CONTEXT = 4  # instructions shown around each hot instruction
 TOP = 3  # functions shown when none is named
@@ -55,16 +55,7 @@ def render(
     width: int = 100,
 ) -> str:
     buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        width=width,
-        force_terminal=color,
-        color_system="standard" if color else None,
-        highlight=False,
-        emoji=False,
-        soft_wrap=True,
-        markup=False,
-    )
+    console = new_console(buffer, color=color, width=width)
     if not profile.asm:
         console.print(
             "No assembly to show: the profile has no records (no sample landed in JIT code, "
@@ -76,10 +67,6 @@ def render(
     for record in functions:
         _function(console, profile, record, whole, sources)
     return buffer.getvalue()
-
-
-def _share(count: int, total: int) -> str:
-    return f"{100.0 * count / total:5.1f}%" if total else "  0.0%"
 
 
 class _Sources:
@@ -119,7 +106,7 @@ def _function(console: Console, p: Profile, r: AsmFunction, whole: bool, sources
     )
     console.print(title)
     console.print(
-        f"{total} samples in this function, {_share(total, p.running).strip()} of the run's "
+        f"{total} samples in this function, {share(total, p.running).strip()} of the run's "
         f"running samples; the % column is of these {total}"
     )
     instructions = r.instructions
@@ -168,7 +155,7 @@ def _row(insn: AsmInstruction, r: AsmFunction, total: int) -> Text:
     row = Text()
     if count:
         style = heat(count, total)
-        row.append(f"  {count:7d} {_share(count, total)}", style=style)
+        row.append(f"  {count:7d} {share(count, total)}", style=style)
     else:
         row.append(" " * 16)
     row.append(f"  {f'+{insn.address - r.start:#x}':>7}  ", style="dim")

@@ -14,8 +14,8 @@ from typing import Any
 
 from profila import __version__
 from profila.model import SAMPLE_CLASSES, FunctionCounts, LineCounts, Profile
+from profila.render.common import hot_regions
 from profila.render.paths import display_path
-from profila.render.regions import hot_regions
 from profila.sources import read_source
 
 CONTEXT = 2  # lines shown around hot lines; longer cold stretches are folded

@@ -19,8 +19,8 @@ from rich.text import Text
 
 from profila.model import SAMPLE_CLASSES, FunctionCounts, LineCounts, Profile
 from profila.render import threads as thread_view
+from profila.render.common import heat, hot_regions, new_console, share
 from profila.render.paths import display_path
-from profila.render.regions import heat, hot_regions
 
 CONTEXT = 2  # lines shown around hot lines
 BAR_WIDTH = 10
@@ -38,16 +38,7 @@ def render(
 ) -> str:
     """The report; ``threads`` adds a column per thread (self share) to each source line."""
     buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        width=width,
-        force_terminal=color,
-        color_system="standard" if color else None,
-        highlight=False,
-        emoji=False,
-        soft_wrap=True,  # long source lines run on rather than wrap into the next row
-        markup=False,  # names like "f [cpython wrapper]" and commands are text, not markup
-    )
+    console = new_console(buffer, color=color, width=width)
     _header(console, profile)
     thread_view.thread_table(console, profile)
     thread_view.efficiency_table(console, profile)
@@ -63,10 +54,6 @@ def render(
     else:
         console.print("No samples landed in Numba-compiled code.")
     return buffer.getvalue()
-
-
-def share(count: int, total: int) -> str:
-    return f"{100.0 * count / total:5.1f}%" if total else "  0.0%"
 
 
 def _header(console: Console, p: Profile) -> None:

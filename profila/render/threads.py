@@ -14,14 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from profila.model import ParallelCounts, Profile
+from profila.render.common import share
 from profila.render.paths import display_path
 
 MAX_THREAD_ROWS = 16  # the busiest threads; the rest are summed in one row
 MAX_THREAD_COLUMNS = 6  # --threads: columns for the threads with the most Numba samples
-
-
-def _share(count: int, total: int) -> str:
-    return f"{100.0 * count / total:5.1f}%" if total else "  0.0%"
 
 
 def thread_table(console: Console, p: Profile) -> None:
@@ -38,10 +35,10 @@ def thread_table(console: Console, p: Profile) -> None:
     for t in ordered[:MAX_THREAD_ROWS]:
         table.add_row(
             str(t.tid),
-            _share(t.samples, p.running),
-            _share(numba[t.tid], p.running) if p.thread_lines else "-",
+            share(t.samples, p.running),
+            share(numba[t.tid], p.running) if p.thread_lines else "-",
             str(t.idle),
-            _share(t.samples, t.samples + t.idle),
+            share(t.samples, t.samples + t.idle),
         )
     rest = ordered[MAX_THREAD_ROWS:]
     if rest:
@@ -49,14 +46,17 @@ def thread_table(console: Console, p: Profile) -> None:
         idle = sum(t.idle for t in rest)
         table.add_row(
             f"{len(rest)} more",
-            _share(samples, p.running),
+            share(samples, p.running),
             "",
             str(idle),
-            _share(samples, samples + idle),
+            share(samples, samples + idle),
         )
     console.print(
-        Text("Samples per thread (running: share of all running samples; busy: running / "
-             "(running + idle) of that thread)", style="dim")
+        Text(
+            "Samples per thread (running: share of all running samples; busy: running / "
+            "(running + idle) of that thread)",
+            style="dim",
+        )
     )
     console.print(table)
     console.print()
@@ -83,8 +83,11 @@ def efficiency_table(console: Console, p: Profile) -> None:
             f"{x.efficiency:.2f}", str(x.threads), str(x.ticks), x.function, display_path(x.file)
         )
     console.print(
-        Text("Parallel efficiency (busy threads: mean number of threads in the function over the "
-             "sampling ticks in which any thread was in it)", style="dim")
+        Text(
+            "Parallel efficiency (busy threads: mean number of threads in the function over the "
+            "sampling ticks in which any thread was in it)",
+            style="dim",
+        )
     )
     console.print(table)
     console.print()
@@ -116,5 +119,5 @@ def line_columns(p: Profile, tids: list[int], file: str, function: str, line: in
         if x.line == line and x.file == file and x.function == function
     }
     return "".join(
-        " " + _share(counts[t], p.running) if counts.get(t) else f"{'.':>7}" for t in tids
+        " " + share(counts[t], p.running) if counts.get(t) else f"{'.':>7}" for t in tids
     )

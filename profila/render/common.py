@@ -1,8 +1,32 @@
-"""What the text, assembly and HTML views share: which rows to show, and rich's heat colours."""
+"""What the text views (report, assembly, threads) and the HTML view share: their rich console,
+how a share is printed, heat colours, and which rows to show."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TextIO
+
+from rich.console import Console
+
+
+def new_console(file: TextIO, *, color: bool, width: int) -> Console:
+    """A console that prints text as given: no markup (names like "f [cpython wrapper]" are
+    text), no highlighting, and long source lines run on rather than wrap into the next row."""
+    return Console(
+        file=file,
+        width=width,
+        force_terminal=color,
+        color_system="standard" if color else None,
+        highlight=False,
+        emoji=False,
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+def share(count: int, total: int) -> str:
+    """``count`` as a percentage of ``total``, 6 characters wide."""
+    return f"{100.0 * count / total:5.1f}%" if total else "  0.0%"
 
 
 def hot_regions(hot: Iterable[int], first: int, last: int, context: int) -> list[tuple[int, int]]:
