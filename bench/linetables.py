@@ -45,11 +45,11 @@ from overhead import (
     median,
     run_command,
     tail,
+    write_doc,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = Path("bench") / "linetables_target.py"  # relative to the source tree benchmarked
-DOC = REPO / "docs" / "performance.md"
 BEGIN_MARK = "<!-- bench/linetables.py begin: generated, do not edit by hand -->"
 END_MARK = "<!-- bench/linetables.py end -->"
 
@@ -210,19 +210,6 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def write_doc(block: str) -> None:
-    text = DOC.read_text()
-    new = f"{BEGIN_MARK}\n{block}{END_MARK}"
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        _, after = rest.split(END_MARK, 1)
-        text = head + new + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + new + "\n"
-    DOC.write_text(text)
-    log(f"wrote the tables into {DOC.relative_to(REPO)}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -274,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw = {"context": context, "runs": [asdict(r) for r in runs]}
         args.json.write_text(json.dumps(raw, indent=1) + "\n")
     if args.write:
-        write_doc(block)
+        write_doc(block, BEGIN_MARK, END_MARK)
     return 0
 
 

@@ -849,12 +849,14 @@ def render(res: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(block: str) -> None:
+def write_doc(block: str, begin: str = BEGIN_MARK, end: str = END_MARK) -> None:
+    """Put ``block`` between the marker comments ``begin`` and ``end`` of docs/performance.md
+    (appended with its markers if they are not there yet)."""
     text = DOC.read_text() if DOC.exists() else ""
-    new = f"{BEGIN_MARK}\n{block}{END_MARK}"
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        _, after = rest.split(END_MARK, 1)
+    new = f"{begin}\n{block}{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, after = rest.split(end, 1)
         text = head + new + after
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + new + "\n"
