@@ -348,7 +348,7 @@ class Symboliser:
         # worker's JIT frames are called from it. So a pc outside the table re-reads the maps,
         # which MemoryMaps.find rate-limits (and remembers unmapped pages), so that garbage
         # values cannot make every sample pay for a re-read.
-        m = self._maps.lookup(regs.pc) or self._maps.find(regs.pc)
+        m = self._maps.find(regs.pc)
         return m is not None and m.executable and (m.file_backed or m.path == "[vdso]")
 
     # -- the per-sample entry point ------------------------------------------------------
