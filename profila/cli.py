@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from profila import __version__
@@ -290,13 +290,21 @@ def _render(profile: Profile, fmt: str) -> str:
 
 
 def _print_report(profile: Profile, namespace: argparse.Namespace) -> None:
-    color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
+    _print(
+        namespace,
+        lambda color, width: text_renderer.render(
+            profile, color=color, width=width, threads=namespace.threads
+        ),
+    )
+
+
+def _print(namespace: argparse.Namespace, render: Callable[[bool, int], str]) -> None:
+    """Print ``render(color, width)`` for this terminal (or plain, 100 wide, when piped)."""
+    tty = sys.stdout.isatty()
+    color = tty and not namespace.no_color and "NO_COLOR" not in os.environ
     try:
-        width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
-        text = text_renderer.render(
-            profile, color=color, width=max(60, width), threads=namespace.threads
-        )
-        sys.stdout.write(text)
+        width = max(60, os.get_terminal_size().columns) if tty else 100
+        sys.stdout.write(render(color, width))
         sys.stdout.flush()
     except OSError:
         # The reader (e.g. `| head`) has gone (EPIPE), or the terminal has (EIO): not an error,
@@ -325,16 +333,12 @@ def _print_asm(
     """The assembly view, after the report."""
     if chosen is None:
         return
-    color = sys.stdout.isatty() and not namespace.no_color and "NO_COLOR" not in os.environ
-    width = os.get_terminal_size().columns if sys.stdout.isatty() else 100
-    text = asm_renderer.render(
-        profile, chosen, whole=namespace.asm_all, color=color, width=max(60, width)
+    _print(
+        namespace,
+        lambda color, width: asm_renderer.render(
+            profile, chosen, whole=namespace.asm_all, color=color, width=width
+        ),
     )
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except OSError:  # the reader or the terminal has gone, as for the report
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
