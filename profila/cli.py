@@ -343,7 +343,7 @@ def _print_asm(
 
 def _annotate(namespace: argparse.Namespace, target: list[str]) -> int:
     if not 0 < namespace.rate <= 10000:
-        raise UsageError("--rate must be between 0 and 10000 samples per second")
+        raise UsageError("--rate must be more than 0 and at most 10000 samples per second")
     fmt = _output_format(namespace)
     if namespace.output:
         check_writable(namespace.output)
